@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "strata_native",
+      "sources": ["src/native/strata_native.c"],
+      "cflags": ["-O2", "-Wall"],
+      "libraries": ["-lpthread"]
+    }
+  ]
+}

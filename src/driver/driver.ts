@@ -1,0 +1,60 @@
+import type { Readable } from 'node:stream';
+
+/** A filesystem change between a layer and its parent, as `docker diff` reports it. */
+export interface Change {
+  /** Absolute path inside the container root, e.g. `/etc/hosts`. */
+  path: string;
+  kind: 'A' | 'C' | 'D';
+}
+
+export interface CreateOpts {
+  /** Per-layer storage options (`size` for overlay2 with xfs project quota). */
+  storageOpt?: Record<string, string>;
+}
+
+/**
+ * A storage driver in Docker's graphdriver model. Ids are the random cache ids the layer store
+ * picks; the driver never sees digests. Every method is safe to call from two processes on one
+ * data-root (the driver locks what it must).
+ */
+export interface Driver {
+  readonly name: string;
+  /** `<data-root>/<driver name>` */
+  readonly home: string;
+  /** A read-only layer; `parent` is the id of the layer below or null for a base layer. */
+  create(id: string, parent: string | null, opts?: CreateOpts): Promise<void>;
+  /** A writable layer (a container's init or read-write layer). */
+  createReadWrite(id: string, parent: string | null, opts?: CreateOpts): Promise<void>;
+  remove(id: string): Promise<void>;
+  /** Make the layer's full union view available (mounting if needed) and return its root path. Reference counted. */
+  get(id: string): Promise<string>;
+  /** Release one `get`; the last one unmounts. */
+  put(id: string): Promise<void>;
+  exists(id: string): Promise<boolean>;
+  /** Lines `info` shows under the driver, e.g. [['Backing Filesystem','extfs'], ['Supports d_type','true']]. */
+  status(): Promise<Array<[string, string]>>;
+  /** `GraphDriver.Data` of inspect (overlay2: LowerDir, UpperDir, MergedDir, WorkDir). */
+  metadata(id: string): Promise<Record<string, string>>;
+  /** The layer's own changes as an uncompressed OCI layer tar (whiteouts as `.wh.` entries). */
+  diff(id: string, parent: string | null): Promise<Readable>;
+  changes(id: string, parent: string | null): Promise<Change[]>;
+  /** Apply an uncompressed OCI layer tar onto the (empty, just created) layer; returns the bytes of content applied. */
+  applyDiff(id: string, parent: string | null, tar: Readable): Promise<number>;
+  /** Bytes the layer adds on top of its parent. */
+  diffSize(id: string, parent: string | null): Promise<number>;
+  /** Unmount everything this process mounted; called on shutdown. */
+  cleanup(): Promise<void>;
+}
+
+export interface DriverOptions {
+  /** `<data-root>` — the driver keeps its state in `<root>/<name>`. */
+  root: string;
+  /** `storage-opts` from the config file / flags, already split into key/value. */
+  options: Record<string, string>;
+}
+
+/** Each driver folder exports one of these; `init` fails with ErrCapability when the machine cannot run it. */
+export interface DriverFactory {
+  readonly name: string;
+  init(opts: DriverOptions): Promise<Driver>;
+}

@@ -1,0 +1,28 @@
+import { createRequire } from 'node:module';
+
+/** Syscalls Node lacks, from our own N-API addon (src/native/strata_native.c, built by `npm ci`). */
+export interface Native {
+  mknod(path: string, mode: number, major: number, minor: number): void;
+  lsetxattr(path: string, name: string, value: Buffer): void;
+  /** null when the attribute is absent or the filesystem has no xattrs */
+  lgetxattr(path: string, name: string): Buffer | null;
+  llistxattr(path: string): string[];
+  lremovexattr(path: string, name: string): void;
+  lutimes(path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
+  /** cwd, when given, is entered on a private thread so relative lowerdirs resolve against it */
+  mount(source: string | null, target: string, fstype: string | null, flags: number, data: string | null, cwd?: string): void;
+  umount(target: string, flags: number): void;
+  statfs(path: string): { type: number; bsize: number; blocks: number; bfree: number; bavail: number; files: number; ffree: number };
+  /** false only when LOCK_NB was given and another holder has the lock */
+  flock(fd: number, operation: number): boolean;
+}
+
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
+export const LOCK_UN = 8;
+export const MNT_DETACH = 2;
+export const MS_RDONLY = 1;
+
+const require = createRequire(import.meta.url);
+export const native: Native = require('../../build/Release/strata_native.node') as Native;

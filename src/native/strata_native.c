@@ -1,0 +1,282 @@
+// Syscalls Node does not expose: device nodes (overlay whiteouts are char 0/0), l*xattr (never
+// follow a symlink), nanosecond utimensat without following, mount/umount with relative lowerdirs,
+// statfs magic, flock. Every function is synchronous and throws an Error carrying errno's code.
+#define _GNU_SOURCE
+#include <node_api.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#define MAXARGS 8
+#define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "napi call failed"); return NULL; } } while (0)
+
+static const char *errno_code(int e) {
+  switch (e) {
+    case ENOENT: return "ENOENT"; case EEXIST: return "EEXIST"; case EPERM: return "EPERM";
+    case EACCES: return "EACCES"; case ENOTDIR: return "ENOTDIR"; case EISDIR: return "EISDIR";
+    case EINVAL: return "EINVAL"; case ENOSPC: return "ENOSPC"; case ENODATA: return "ENODATA";
+    case EOPNOTSUPP: return "ENOTSUP"; case EBUSY: return "EBUSY"; case ELOOP: return "ELOOP";
+    case EWOULDBLOCK: return "EAGAIN"; case ENAMETOOLONG: return "ENAMETOOLONG"; case E2BIG: return "E2BIG";
+    case ERANGE: return "ERANGE"; case EROFS: return "EROFS"; case EXDEV: return "EXDEV";
+    case ENODEV: return "ENODEV"; case ENOTEMPTY: return "ENOTEMPTY"; case EBADF: return "EBADF";
+    default: return "EIO";
+  }
+}
+
+static napi_value throw_errno(napi_env env, int e, const char *syscall, const char *path) {
+  char msg[4200];
+  snprintf(msg, sizeof msg, "%s: %s, %s '%s'", errno_code(e), strerror(e), syscall, path ? path : "");
+  napi_value m, code, err, no, sc;
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m);
+  napi_create_string_utf8(env, errno_code(e), NAPI_AUTO_LENGTH, &code);
+  napi_create_error(env, code, m, &err);
+  napi_create_int32(env, -e, &no);
+  napi_set_named_property(env, err, "errno", no);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sc);
+  napi_set_named_property(env, err, "syscall", sc);
+  if (path) {
+    napi_value p;
+    napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &p);
+    napi_set_named_property(env, err, "path", p);
+  }
+  napi_throw(env, err);
+  return NULL;
+}
+
+// Strings are copied into malloc'd buffers the caller frees; NULL stays NULL for JS null/undefined.
+static char *get_str(napi_env env, napi_value v) {
+  napi_valuetype t;
+  napi_typeof(env, v, &t);
+  if (t != napi_string) return NULL;
+  size_t len;
+  napi_get_value_string_utf8(env, v, NULL, 0, &len);
+  char *s = malloc(len + 1);
+  napi_get_value_string_utf8(env, v, s, len + 1, &len);
+  return s;
+}
+
+static double get_num(napi_env env, napi_value v) {
+  double d = 0;
+  napi_get_value_double(env, v, &d);
+  return d;
+}
+
+static napi_value undef(napi_env env) { napi_value u; napi_get_undefined(env, &u); return u; }
+
+// mknod(path, mode, major, minor)
+static napi_value js_mknod(napi_env env, napi_callback_info info) {
+  size_t argc = 4; napi_value a[4];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  char *path = get_str(env, a[0]);
+  if (!path) { napi_throw_type_error(env, NULL, "path must be a string"); return NULL; }
+  mode_t mode = (mode_t)get_num(env, a[1]);
+  dev_t dev = makedev((unsigned)get_num(env, a[2]), (unsigned)get_num(env, a[3]));
+  if (mknod(path, mode, dev) != 0) { int e = errno; napi_value r = throw_errno(env, e, "mknod", path); free(path); return r; }
+  free(path);
+  return undef(env);
+}
+
+// lsetxattr(path, name, buffer)
+static napi_value js_lsetxattr(napi_env env, napi_callback_info info) {
+  size_t argc = 3; napi_value a[3];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  char *path = get_str(env, a[0]), *name = get_str(env, a[1]);
+  void *data; size_t len;
+  if (!path || !name || napi_get_buffer_info(env, a[2], &data, &len) != napi_ok) {
+    free(path); free(name); napi_throw_type_error(env, NULL, "lsetxattr(path, name, buffer)"); return NULL;
+  }
+  napi_value r = undef(env);
+  if (lsetxattr(path, name, data, len, 0) != 0) r = throw_errno(env, errno, "lsetxattr", path);
+  free(path); free(name);
+  return r;
+}
+
+// lgetxattr(path, name) -> Buffer | null (null when the attribute is absent)
+static napi_value js_lgetxattr(napi_env env, napi_callback_info info) {
+  size_t argc = 2; napi_value a[2];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  char *path = get_str(env, a[0]), *name = get_str(env, a[1]);
+  if (!path || !name) { free(path); free(name); napi_throw_type_error(env, NULL, "lgetxattr(path, name)"); return NULL; }
+  napi_value r = NULL;
+  for (;;) {
+    ssize_t n = lgetxattr(path, name, NULL, 0);
+    if (n < 0) {
+      if (errno == ENODATA || errno == ENOTSUP) napi_get_null(env, &r);
+      else r = throw_errno(env, errno, "lgetxattr", path);
+      break;
+    }
+    char *buf = malloc(n ? n : 1);
+    ssize_t m = lgetxattr(path, name, buf, n);
+    if (m < 0 && errno == ERANGE) { free(buf); continue; }
+    if (m < 0) { free(buf); r = throw_errno(env, errno, "lgetxattr", path); break; }
+    void *out;
+    napi_create_buffer_copy(env, m, buf, &out, &r);
+    free(buf);
+    break;
+  }
+  free(path); free(name);
+  return r;
+}
+
+// llistxattr(path) -> string[]
+static napi_value js_llistxattr(napi_env env, napi_callback_info info) {
+  size_t argc = 1; napi_value a[1];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  char *path = get_str(env, a[0]);
+  if (!path) { napi_throw_type_error(env, NULL, "llistxattr(path)"); return NULL; }
+  napi_value arr = NULL;
+  for (;;) {
+    ssize_t n = llistxattr(path, NULL, 0);
+    if (n < 0) {
+      if (errno == ENOTSUP) { napi_create_array(env, &arr); break; }
+      arr = throw_errno(env, errno, "llistxattr", path); break;
+    }
+    char *buf = malloc(n ? n : 1);
+    ssize_t m = llistxattr(path, buf, n);
+    if (m < 0 && errno == ERANGE) { free(buf); continue; }
+    if (m < 0) { free(buf); arr = throw_errno(env, errno, "llistxattr", path); break; }
+    napi_create_array(env, &arr);
+    uint32_t i = 0;
+    for (ssize_t off = 0; off < m; off += strlen(buf + off) + 1) {
+      napi_value s;
+      napi_create_string_utf8(env, buf + off, NAPI_AUTO_LENGTH, &s);
+      napi_set_element(env, arr, i++, s);
+    }
+    free(buf);
+    break;
+  }
+  free(path);
+  return arr;
+}
+
+// lremovexattr(path, name); absent attributes are not an error
+static napi_value js_lremovexattr(napi_env env, napi_callback_info info) {
+  size_t argc = 2; napi_value a[2];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  char *path = get_str(env, a[0]), *name = get_str(env, a[1]);
+  if (!path || !name) { free(path); free(name); napi_throw_type_error(env, NULL, "lremovexattr(path, name)"); return NULL; }
+  napi_value r = undef(env);
+  if (lremovexattr(path, name) != 0 && errno != ENODATA) r = throw_errno(env, errno, "lremovexattr", path);
+  free(path); free(name);
+  return r;
+}
+
+// lutimes(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec): nanosecond times, never following a symlink
+static napi_value js_lutimes(napi_env env, napi_callback_info info) {
+  size_t argc = 5; napi_value a[5];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  char *path = get_str(env, a[0]);
+  if (!path) { napi_throw_type_error(env, NULL, "lutimes(path, ...)"); return NULL; }
+  struct timespec ts[2];
+  ts[0].tv_sec = (time_t)get_num(env, a[1]); ts[0].tv_nsec = (long)get_num(env, a[2]);
+  ts[1].tv_sec = (time_t)get_num(env, a[3]); ts[1].tv_nsec = (long)get_num(env, a[4]);
+  napi_value r = undef(env);
+  if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) != 0) r = throw_errno(env, errno, "utimensat", path);
+  free(path);
+  return r;
+}
+
+struct mount_req { char *dir, *source, *target, *fstype, *data; unsigned long flags; int err; };
+
+// Runs on its own thread so that chdir (needed to pass relative lowerdirs and keep the mount data
+// under one page) never moves the cwd of Node's other threads.
+static void *mount_thread(void *p) {
+  struct mount_req *r = p;
+  if (unshare(CLONE_FS) != 0) { r->err = errno; return NULL; }
+  if (r->dir && chdir(r->dir) != 0) { r->err = errno; return NULL; }
+  if (mount(r->source, r->target, r->fstype, r->flags, r->data) != 0) r->err = errno;
+  return NULL;
+}
+
+// mount(source, target, fstype, flags, data, cwd?)
+static napi_value js_mount(napi_env env, napi_callback_info info) {
+  size_t argc = 6; napi_value a[6];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  struct mount_req r = {0};
+  r.source = get_str(env, a[0]); r.target = get_str(env, a[1]); r.fstype = get_str(env, a[2]);
+  r.flags = (unsigned long)get_num(env, a[3]); r.data = get_str(env, a[4]);
+  r.dir = argc > 5 ? get_str(env, a[5]) : NULL;
+  napi_value res = undef(env);
+  if (!r.target) { napi_throw_type_error(env, NULL, "mount: target must be a string"); res = NULL; }
+  else {
+    pthread_t t;
+    int e = pthread_create(&t, NULL, mount_thread, &r);
+    if (e != 0) r.err = e; else pthread_join(t, NULL);
+    if (r.err) res = throw_errno(env, r.err, "mount", r.target);
+  }
+  free(r.source); free(r.target); free(r.fstype); free(r.data); free(r.dir);
+  return res;
+}
+
+// umount(target, flags)
+static napi_value js_umount(napi_env env, napi_callback_info info) {
+  size_t argc = 2; napi_value a[2];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  char *target = get_str(env, a[0]);
+  if (!target) { napi_throw_type_error(env, NULL, "umount(target, flags)"); return NULL; }
+  napi_value r = undef(env);
+  if (umount2(target, argc > 1 ? (int)get_num(env, a[1]) : 0) != 0) r = throw_errno(env, errno, "umount2", target);
+  free(target);
+  return r;
+}
+
+// statfs(path) -> { type, bsize, blocks, bfree, bavail, files, ffree }
+static napi_value js_statfs(napi_env env, napi_callback_info info) {
+  size_t argc = 1; napi_value a[1];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  char *path = get_str(env, a[0]);
+  if (!path) { napi_throw_type_error(env, NULL, "statfs(path)"); return NULL; }
+  struct statfs s;
+  if (statfs(path, &s) != 0) { napi_value r = throw_errno(env, errno, "statfs", path); free(path); return r; }
+  free(path);
+  napi_value o, v;
+  napi_create_object(env, &o);
+#define SET(k, x) napi_create_double(env, (double)(x), &v); napi_set_named_property(env, o, k, v);
+  SET("type", (unsigned long)s.f_type); SET("bsize", s.f_bsize); SET("blocks", s.f_blocks);
+  SET("bfree", s.f_bfree); SET("bavail", s.f_bavail); SET("files", s.f_files); SET("ffree", s.f_ffree);
+#undef SET
+  return o;
+}
+
+// flock(fd, operation) -> true when taken; false when LOCK_NB was given and the lock is held elsewhere
+static napi_value js_flock(napi_env env, napi_callback_info info) {
+  size_t argc = 2; napi_value a[2];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  int fd = (int)get_num(env, a[0]), op = (int)get_num(env, a[1]);
+  napi_value r;
+  if (flock(fd, op) != 0) {
+    if (errno == EWOULDBLOCK && (op & LOCK_NB)) { napi_get_boolean(env, false, &r); return r; }
+    return throw_errno(env, errno, "flock", NULL);
+  }
+  napi_get_boolean(env, true, &r);
+  return r;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor d[] = {
+    {"mknod", NULL, js_mknod, NULL, NULL, NULL, napi_default, NULL},
+    {"lsetxattr", NULL, js_lsetxattr, NULL, NULL, NULL, napi_default, NULL},
+    {"lgetxattr", NULL, js_lgetxattr, NULL, NULL, NULL, napi_default, NULL},
+    {"llistxattr", NULL, js_llistxattr, NULL, NULL, NULL, napi_default, NULL},
+    {"lremovexattr", NULL, js_lremovexattr, NULL, NULL, NULL, napi_default, NULL},
+    {"lutimes", NULL, js_lutimes, NULL, NULL, NULL, napi_default, NULL},
+    {"mount", NULL, js_mount, NULL, NULL, NULL, napi_default, NULL},
+    {"umount", NULL, js_umount, NULL, NULL, NULL, napi_default, NULL},
+    {"statfs", NULL, js_statfs, NULL, NULL, NULL, napi_default, NULL},
+    {"flock", NULL, js_flock, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
