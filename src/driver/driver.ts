@@ -1,10 +1,17 @@
 import type { Readable } from 'node:stream';
+import type { TarHeader } from '../archive/tar/tar-header.js';
 
 /** A filesystem change between a layer and its parent, as `docker diff` reports it. */
 export interface Change {
   /** Absolute path inside the container root, e.g. `/etc/hosts`. */
   path: string;
   kind: 'A' | 'C' | 'D';
+}
+
+/** Observers of a layer tar while it is applied: the layer store records headers for byte-exact re-export. */
+export interface ApplyHooks {
+  onEntry?: (entry: { header: TarHeader; headerBytes: Buffer }) => void;
+  onTrailer?: (bytes: Buffer) => void;
 }
 
 export interface CreateOpts {
@@ -38,8 +45,8 @@ export interface Driver {
   /** The layer's own changes as an uncompressed OCI layer tar (whiteouts as `.wh.` entries). */
   diff(id: string, parent: string | null): Promise<Readable>;
   changes(id: string, parent: string | null): Promise<Change[]>;
-  /** Apply an uncompressed OCI layer tar onto the (empty, just created) layer; returns the bytes of content applied. */
-  applyDiff(id: string, parent: string | null, tar: Readable): Promise<number>;
+  /** Apply an uncompressed OCI layer tar onto the (empty, just created) layer; hooks go to applyLayer; returns the bytes of content applied. */
+  applyDiff(id: string, parent: string | null, tar: Readable, hooks?: ApplyHooks): Promise<number>;
   /** Bytes the layer adds on top of its parent. */
   diffSize(id: string, parent: string | null): Promise<number>;
   /** Unmount everything this process mounted; called on shutdown. */
