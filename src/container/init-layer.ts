@@ -1,0 +1,53 @@
+import { lstatSync, mkdirSync, unlinkSync, rmSync, symlinkSync, openSync, closeSync, fchownSync } from 'node:fs';
+import { join } from 'node:path';
+
+/** What Docker's init layer holds: mount points and placeholders the runtime bind-mounts over. */
+const DIRS = ['/dev/pts', '/dev/shm', '/proc', '/sys'];
+const FILES = ['/.dockerenv', '/etc/resolv.conf', '/etc/hosts', '/etc/hostname', '/dev/console'];
+const SYMLINKS: Array<[string, string]> = [['/etc/mtab', '/proc/mounts']];
+
+/**
+ * Make `rel` (absolute inside root) a directory chain of real directories. A component the image made a
+ * symlink or a file is replaced (in the init layer only: the image stays as it is), so an image can never
+ * redirect these writes outside the container root.
+ */
+function ensureDirs(root: string, rel: string): void {
+  let cur = root;
+  for (const part of rel.split('/').filter(Boolean)) {
+    cur = join(cur, part);
+    const st = lstatSync(cur, { throwIfNoEntry: false });
+    if (st?.isDirectory()) continue;
+    if (st) rmSync(cur, { recursive: true, force: true });
+    mkdirSync(cur, { mode: 0o755 });
+  }
+}
+
+function replaceLeaf(path: string): void {
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  if (st && !st.isDirectory()) unlinkSync(path);
+  else if (st) rmSync(path, { recursive: true, force: true });
+}
+
+export async function setupInitLayer(root: string, uid = 0, gid = 0): Promise<void> {
+  for (const d of DIRS) ensureDirs(root, d);
+  for (const f of FILES) {
+    const parent = f.slice(0, f.lastIndexOf('/'));
+    ensureDirs(root, parent);
+    const path = join(root, f);
+    const st = lstatSync(path, { throwIfNoEntry: false });
+    if (st?.isFile()) continue;
+    replaceLeaf(path);
+    const fd = openSync(path, 'wx', 0o755);
+    try {
+      if (uid !== 0 || gid !== 0) fchownSync(fd, uid, gid);
+    } finally {
+      closeSync(fd);
+    }
+  }
+  for (const [link, target] of SYMLINKS) {
+    const path = join(root, link);
+    ensureDirs(root, link.slice(0, link.lastIndexOf('/')));
+    replaceLeaf(path);
+    symlinkSync(target, path);
+  }
+}

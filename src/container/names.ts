@@ -1,0 +1,18 @@
+import { randomInt } from 'node:crypto';
+import { invalidArgument } from '../errors.js';
+
+// Random names the way docker makes them: adjective_surname (a short list of our own).
+const LEFT = ['admiring', 'brave', 'calm', 'clever', 'eager', 'focused', 'gallant', 'happy', 'jolly', 'keen', 'lucid', 'modest', 'nifty', 'quirky', 'serene', 'stoic', 'tender', 'vibrant', 'wizardly', 'zealous'];
+const RIGHT = ['babbage', 'curie', 'darwin', 'euler', 'fermi', 'galois', 'hopper', 'hypatia', 'kepler', 'lamarr', 'lovelace', 'noether', 'pascal', 'ritchie', 'shannon', 'thompson', 'turing', 'wozniak', 'yalow', 'zuse'];
+
+export function randomName(): string {
+  return `${LEFT[randomInt(LEFT.length)]}_${RIGHT[randomInt(RIGHT.length)]}`;
+}
+
+const NAME_RE = /^\/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
+
+/** Docker's container name rule; returns the name without the leading `/`. */
+export function validateName(name: string): string {
+  if (!NAME_RE.test(name)) throw invalidArgument(`Invalid container name (${name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`);
+  return name.replace(/^\//, '');
+}

@@ -1,0 +1,95 @@
+import { createGzip, createGunzip } from 'node:zlib';
+import { createReadStream, createWriteStream, openSync, closeSync, readSync, constants as C } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { join } from 'node:path';
+import { corrupt } from '../errors.js';
+
+/*
+ * A layer tar's framing, recorded while the layer is applied, so the exact original bytes (and so the
+ * diffID) can be produced again from the files on disk: per entry the raw header bytes (extension
+ * headers and the previous body's padding included), the entry name and body size; then the trailer.
+ * Stored as gzip'd NDJSON, a line per entry.
+ */
+
+interface EntryLine {
+  h: string;
+  p: string;
+  s: number;
+}
+interface TrailerLine {
+  t: string;
+}
+
+export class TarSplitWriter {
+  private readonly gz = createGzip({ level: 1 });
+  private readonly done: Promise<void>;
+
+  constructor(path: string) {
+    this.done = pipeline(this.gz, createWriteStream(path, { mode: 0o600 }));
+  }
+
+  entry(headerBytes: Buffer, name: string, size: number): void {
+    const line: EntryLine = { h: headerBytes.toString('base64'), p: name, s: size };
+    this.gz.write(JSON.stringify(line) + '\n');
+  }
+
+  trailer(bytes: Buffer): void {
+    const line: TrailerLine = { t: bytes.toString('base64') };
+    this.gz.write(JSON.stringify(line) + '\n');
+  }
+
+  async close(): Promise<void> {
+    this.gz.end();
+    await this.done;
+  }
+
+  /** Abandon the recording (the apply failed); the caller removes the file. */
+  async abort(): Promise<void> {
+    this.gz.destroy();
+    await this.done.catch(() => undefined);
+  }
+}
+
+/** Cleaned entry name as the applier resolved it: no leading `/` or `./`. */
+function relName(name: string): string {
+  return name.replace(/^(\.?\/)+/, '');
+}
+
+const CHUNK = 1 << 20;
+
+/** Regenerate the layer tar: recorded framing, bodies read from the layer's files under `root`. */
+export function tarSplitStream(splitPath: string, root: string): Readable {
+  async function* generate(): AsyncGenerator<Buffer> {
+    const lines = createInterface({ input: createReadStream(splitPath).pipe(createGunzip()), crlfDelay: Infinity });
+    for await (const text of lines) {
+      if (text === '') continue;
+      const line = JSON.parse(text) as EntryLine | TrailerLine;
+      if ('t' in line) {
+        yield Buffer.from(line.t, 'base64');
+        continue;
+      }
+      yield Buffer.from(line.h, 'base64');
+      if (line.s > 0) yield* readBody(join(root, relName(line.p)), line.s);
+    }
+  }
+  return Readable.from(generate(), { objectMode: false });
+}
+
+function* readBody(path: string, size: number): Generator<Buffer> {
+  // O_NOFOLLOW: the recorded name held a regular file when applied; never read through a link now.
+  const fd = openSync(path, C.O_RDONLY | C.O_NOFOLLOW);
+  try {
+    let left = size;
+    while (left > 0) {
+      const buf = Buffer.allocUnsafe(Math.min(CHUNK, left));
+      const n = readSync(fd, buf, 0, buf.length, null);
+      if (n === 0) throw corrupt(`layer data changed on disk: ${path} is shorter than recorded`);
+      left -= n;
+      yield n === buf.length ? buf : buf.subarray(0, n);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
