@@ -1,0 +1,167 @@
+import { Readable } from 'node:stream';
+import { invalidArgument, sizeMismatch } from '../../errors.js';
+import type { EntryType, TarHeader } from './tar-header.js';
+import { BLOCK, fitsOctal, formatPaxRecord, formatPaxTime, writeChecksum, writeOctal } from './tar-fields.js';
+
+export interface TarWriteEntry {
+  header: TarHeader;
+  /** Required for 'file' entries with size > 0; its length must equal header.size. */
+  body?: AsyncIterable<Buffer> | Buffer;
+  /**
+   * Emit these bytes verbatim instead of encoding `header` (byte-exact re-export of `TarEntry.headerBytes`). They
+   * hold the previous body's padding, which is then not written again.
+   */
+  headerBytes?: Buffer;
+}
+
+export interface TarWriteOptions {
+  /** Bytes after the last body, verbatim (as given to `onTrailer`, including the last body's padding). Default: padding and two zero blocks. */
+  trailer?: Buffer;
+}
+
+const typeflag: Record<EntryType, number> = {
+  file: 0x30,
+  hardlink: 0x31,
+  symlink: 0x32,
+  char: 0x33,
+  block: 0x34,
+  directory: 0x35,
+  fifo: 0x36,
+};
+
+/** Keys the header fields own; a stray copy in `header.pax` must not contradict them. */
+const ownKeys = new Set(['path', 'linkpath', 'size', 'uid', 'gid', 'uname', 'gname', 'mtime', 'atime', 'ctime']);
+
+const zeros = Buffer.alloc(2 * BLOCK);
+
+/** Encode entries as a tar stream (ustar, with a PAX header only when a field needs one); pulls entries as the consumer reads. */
+export function writeTar(entries: AsyncIterable<TarWriteEntry> | Iterable<TarWriteEntry>, opts: TarWriteOptions = {}): Readable {
+  return Readable.from(generate(entries, opts), { objectMode: false, highWaterMark: 1 << 20 });
+}
+
+async function* generate(entries: AsyncIterable<TarWriteEntry> | Iterable<TarWriteEntry>, opts: TarWriteOptions): AsyncGenerator<Buffer> {
+  let pendingPad = 0;
+  for await (const entry of entries) {
+    const { header } = entry;
+    if (entry.headerBytes) {
+      const rest = entry.headerBytes.length - pendingPad;
+      if (rest < BLOCK || rest % BLOCK !== 0) {
+        throw invalidArgument(`tar entry ${JSON.stringify(header.name)}: headerBytes do not follow the previous entry's padding`);
+      }
+      yield entry.headerBytes;
+    } else {
+      if (pendingPad > 0) yield zeros.subarray(0, pendingPad);
+      yield encodeHeader(header);
+    }
+    yield* bodyOf(entry);
+    pendingPad = (BLOCK - (header.size % BLOCK)) % BLOCK;
+  }
+  if (opts.trailer) yield opts.trailer;
+  else {
+    if (pendingPad > 0) yield zeros.subarray(0, pendingPad);
+    yield zeros;
+  }
+}
+
+async function* bodyOf({ header, body }: TarWriteEntry): AsyncGenerator<Buffer> {
+  const mismatch = (n: number) => sizeMismatch(`tar entry ${JSON.stringify(header.name)}: body has ${n} bytes, header says ${header.size}`);
+  if (header.type !== 'file' && header.size !== 0) throw invalidArgument(`tar ${header.type} entry ${JSON.stringify(header.name)} must have size 0`);
+  if (body === undefined) {
+    if (header.size !== 0) throw mismatch(0);
+    return;
+  }
+  if (Buffer.isBuffer(body)) {
+    if (body.length !== header.size) throw mismatch(body.length);
+    if (body.length > 0) yield body;
+    return;
+  }
+  let n = 0;
+  for await (const chunk of body) {
+    n += chunk.length;
+    if (n > header.size) throw mismatch(n);
+    if (chunk.length > 0) yield chunk;
+  }
+  if (n !== header.size) throw mismatch(n);
+}
+
+const isAscii = (b: Buffer) => !b.some((c) => c >= 0x80);
+
+/** Split a path over ustar's prefix (155) and name (100) fields at a '/'; null if impossible. */
+function splitUstar(p: Buffer): [Buffer, Buffer] | null {
+  if (p.length <= 100) return [Buffer.alloc(0), p];
+  if (p.length > 256) return null;
+  // The slash must leave at most 155 bytes before it and 1..100 after it.
+  for (let i = Math.max(0, p.length - 101); i <= Math.min(155, p.length - 2); i++) {
+    if (p[i] === 0x2f && i > 0) return [p.subarray(0, i), p.subarray(i + 1)];
+  }
+  return null;
+}
+
+/** The 512-byte header, preceded by a PAX extension header when some field does not fit ustar. */
+export function encodeHeader(h: TarHeader): Buffer {
+  const name = h.type === 'directory' && !h.name.endsWith('/') ? h.name + '/' : h.name;
+  const records: Buffer[] = [];
+  const b = Buffer.alloc(BLOCK);
+
+  const nameBytes = Buffer.from(name, 'utf8');
+  const split = isAscii(nameBytes) ? splitUstar(nameBytes) : null;
+  if (split) {
+    split[1].copy(b, 0);
+    split[0].copy(b, 345);
+  } else {
+    records.push(formatPaxRecord('path', nameBytes));
+    nameBytes.copy(b, 0, 0, 100);
+  }
+  const link = Buffer.from(h.linkname, 'utf8');
+  if (link.length <= 100 && isAscii(link)) link.copy(b, 157);
+  else {
+    records.push(formatPaxRecord('linkpath', link));
+    link.copy(b, 157, 0, 100);
+  }
+  writeOctal(b, 100, 8, h.mode & 0o7777);
+  for (const [key, off, len] of [['uid', 108, 8], ['gid', 116, 8], ['size', 124, 12]] as const) {
+    if (!writeOctal(b, off, len, h[key])) {
+      if (!Number.isSafeInteger(h[key]) || (key === 'size' && h.size < 0)) throw invalidArgument(`tar entry ${JSON.stringify(name)}: invalid ${key} ${h[key]}`);
+      records.push(formatPaxRecord(key, String(h[key])));
+      writeOctal(b, off, len, 0);
+    }
+  }
+  if (!Number.isSafeInteger(h.mtime.sec) || !Number.isInteger(h.mtime.nsec) || h.mtime.nsec < 0 || h.mtime.nsec >= 1e9) {
+    throw invalidArgument(`tar entry ${JSON.stringify(name)}: invalid mtime`);
+  }
+  if (h.mtime.nsec !== 0 || !fitsOctal(h.mtime.sec, 12)) records.push(formatPaxRecord('mtime', formatPaxTime(h.mtime)));
+  writeOctal(b, 136, 12, fitsOctal(h.mtime.sec, 12) ? h.mtime.sec : 0);
+  if (h.atime) records.push(formatPaxRecord('atime', formatPaxTime(h.atime)));
+  if (h.ctime) records.push(formatPaxRecord('ctime', formatPaxTime(h.ctime)));
+  b[156] = typeflag[h.type];
+  b.write('ustar\x0000', 257, 'latin1');
+  for (const [key, off] of [['uname', 265], ['gname', 297]] as const) {
+    const v = Buffer.from(h[key], 'utf8');
+    if (v.length <= 32 && isAscii(v)) v.copy(b, off);
+    else records.push(formatPaxRecord(key, v));
+  }
+  if (!writeOctal(b, 329, 8, h.devmajor) || !writeOctal(b, 337, 8, h.devminor)) {
+    throw invalidArgument(`tar entry ${JSON.stringify(name)}: device number ${h.devmajor},${h.devminor} out of range`);
+  }
+  for (const [k, v] of h.pax) if (!ownKeys.has(k) && !k.startsWith('SCHILY.xattr.')) records.push(formatPaxRecord(k, v));
+  for (const [k, v] of h.xattrs) records.push(formatPaxRecord('SCHILY.xattr.' + k, v));
+  writeChecksum(b);
+  if (records.length === 0) return b;
+  return Buffer.concat([paxHeader(name, h, Buffer.concat(records)), b]);
+}
+
+function paxHeader(name: string, h: TarHeader, data: Buffer): Buffer {
+  const x = Buffer.alloc(BLOCK);
+  const base = name.replace(/\/+$/, '').split('/').pop() || '.';
+  Buffer.from(`PaxHeaders/${base}`, 'utf8').copy(x, 0, 0, 100);
+  writeOctal(x, 100, 8, 0o644);
+  writeOctal(x, 108, 8, 0);
+  writeOctal(x, 116, 8, 0);
+  writeOctal(x, 124, 12, data.length);
+  writeOctal(x, 136, 12, fitsOctal(h.mtime.sec, 12) ? h.mtime.sec : 0);
+  x[156] = 0x78; // 'x'
+  x.write('ustar\x0000', 257, 'latin1');
+  writeChecksum(x);
+  const pad = (BLOCK - (data.length % BLOCK)) % BLOCK;
+  return Buffer.concat([x, data, zeros.subarray(0, pad)]);
+}
