@@ -13,7 +13,7 @@ export interface ContainerRecord {
   /** With docker's leading `/`. */
   Name: string;
   /** Image id. */
-  Image: string;
+  Image: Digest;
   Driver: string;
   Config: ContainerConfig & { Image: string; Hostname: string };
   State: { Status: 'created' | 'running' | 'exited'; Running: boolean; ExitCode: number; StartedAt: string; FinishedAt: string; Pid: number };
@@ -74,11 +74,16 @@ export class ContainerStore {
     throw notFound(`No such container: ${idOrName}`);
   }
 
+  async checkNameFree(name: string): Promise<void> {
+    const holder = (await this.list()).find((c) => c.Name === name);
+    if (holder) {
+      throw conflict(`Conflict. The container name "${name}" is already in use by container "${holder.ID}". You have to remove (or rename) that container to be able to reuse that name.`);
+    }
+  }
+
   /** Save a new container; the caller holds `lock` so the name check and the write are one step. */
   async add(rec: ContainerRecord): Promise<void> {
-    if ((await this.list()).some((c) => c.Name === rec.Name)) {
-      throw conflict(`Conflict. The container name "${rec.Name}" is already in use.`);
-    }
+    await this.checkNameFree(rec.Name);
     await this.save(rec);
   }
 

@@ -211,12 +211,12 @@ export class LayerStore {
 
   /**
    * Delete the layer and then its parents, each as long as nothing references it. `imageTops` are the
-   * top chain ids of every image still in the store. Returns the deleted chain ids.
+   * top chain ids of every image still in the store. Returns the deleted layers.
    */
-  async releaseUnreferenced(chain: Digest | null, imageTops: Set<Digest>): Promise<Digest[]> {
-    const deleted: Digest[] = [];
+  async releaseUnreferenced(chain: Digest | null, imageTops: Set<Digest>): Promise<Layer[]> {
+    const deleted: Layer[] = [];
     while (chain !== null) {
-      const next: Digest | null | undefined = await this.lock(async () => {
+      const layer: Layer | undefined = await this.lock(async () => {
         const layer = await this.get(chain!).catch(() => null);
         if (layer === null || (await this.isReferenced(chain!, imageTops))) return undefined;
         // Rename first so a crash never leaves a half-deleted layer looking whole.
@@ -224,11 +224,11 @@ export class LayerStore {
         await rename(this.layerDir(chain!), removing);
         await this.driver.remove(layer.cacheID);
         await rm(removing, { recursive: true, force: true });
-        return layer.parent;
+        return layer;
       });
-      if (next === undefined) break;
-      deleted.push(chain);
-      chain = next;
+      if (layer === undefined) break;
+      deleted.push(layer);
+      chain = layer.parent;
     }
     return deleted;
   }

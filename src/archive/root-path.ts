@@ -1,0 +1,125 @@
+import { lstatSync, mkdirSync, readlinkSync } from 'node:fs';
+import { posix } from 'node:path';
+import { corrupt, invalidArgument, StrataError } from '../errors.js';
+
+/** Linux' MAXSYMLINKS: more links than this in one resolution is a loop. */
+const MAX_SYMLINKS = 40;
+
+/**
+ * Clean a tar entry name into a path relative to the root: normalised like path.posix.normalize, leading
+ * `/` and `./` removed, no trailing `/`; '' is the root itself. A name that climbs out with `..` is rejected
+ * (a leading `/..` clamps at the root, as for an absolute path).
+ */
+export function cleanEntryName(name: string): string {
+  if (name.includes('\0')) throw corrupt(`archive entry name contains a NUL byte: ${JSON.stringify(name)}`);
+  let n = posix.normalize(name);
+  if (n.startsWith('/')) n = n.replace(/^\/+/, '');
+  if (n.endsWith('/')) n = n.slice(0, -1);
+  if (n === '.' || n === '') return '';
+  if (n === '..' || n.startsWith('../')) throw corrupt(`archive entry ${JSON.stringify(name)} is outside the root (breakout attempt)`);
+  return n;
+}
+
+/** The parent part of a cleaned relative name ('' for a top-level name). */
+export function relDirname(rel: string): string {
+  const i = rel.lastIndexOf('/');
+  return i < 0 ? '' : rel.slice(0, i);
+}
+
+export function relBasename(rel: string): string {
+  return rel.slice(rel.lastIndexOf('/') + 1);
+}
+
+/**
+ * The directories of one root that were checked to be real directories (never symlinks), for one writer that
+ * owns the root while it works (a layer being applied): every component is lstat'ed once, then remembered
+ * until the writer replaces or removes it. A symlink anywhere in a parent chain is a breakout attempt, as in
+ * Docker's UnpackLayer: an entry must never be written through a link.
+ */
+export class SafeParents {
+  private readonly known = new Set<string>();
+  constructor(readonly root: string) {}
+
+  /** Host path of the directory `relDir` (cleaned), creating missing components 0755. */
+  ensure(relDir: string): string {
+    return this.walk(relDir, true);
+  }
+
+  /** Host path of the existing directory `relDir`, creating nothing. */
+  check(relDir: string): string {
+    return this.walk(relDir, false);
+  }
+
+  /** `rel` was removed or replaced: it and everything below it must be checked again. */
+  forget(rel: string): void {
+    if (rel === '') {
+      this.known.clear();
+      return;
+    }
+    const under = rel + '/';
+    for (const k of this.known) if (k === rel || k.startsWith(under)) this.known.delete(k);
+  }
+
+  private walk(relDir: string, create: boolean): string {
+    if (relDir === '') return this.root;
+    const host = this.root + '/' + relDir;
+    if (this.known.has(relDir)) return host;
+    this.walk(relDirname(relDir), create);
+    const st = lstatSync(host, { throwIfNoEntry: false });
+    if (st === undefined) {
+      if (!create) throw corrupt(`archive entry refers to ${relDir}, which does not exist`);
+      mkdirSync(host, 0o755);
+    } else if (st.isSymbolicLink()) {
+      throw corrupt(`archive entry goes through the symlink ${relDir} (breakout attempt)`);
+    } else if (!st.isDirectory()) {
+      throw corrupt(`archive entry goes through ${relDir}, which is not a directory`);
+    }
+    this.known.add(relDir);
+    return host;
+  }
+}
+
+/**
+ * Resolve `p` (a path inside the root, absolute or relative) to a host path under `root`, following symlinks
+ * as if `root` were `/` (chroot semantics: absolute targets start at the root, `..` stops at it). Components
+ * that do not exist are appended as they are, so the result may name something to be created. The walk is
+ * lstat by lstat, so it is only race-free against writers that cannot run concurrently (no container running).
+ */
+export function resolveInRoot(root: string, p: string): string {
+  const todo = p.split('/').reverse();
+  const done: string[] = [];
+  let links = 0;
+  while (todo.length > 0) {
+    const c = todo.pop()!;
+    if (c === '' || c === '.') continue;
+    if (c === '..') {
+      done.pop();
+      continue;
+    }
+    const host = root + '/' + [...done, c].join('/');
+    let target: string | null = null;
+    try {
+      if (lstatSync(host).isSymbolicLink()) target = readlinkSync(host);
+    } catch (e) {
+      if (!isMissing(e)) throw e;
+    }
+    if (target === null) {
+      done.push(c);
+      continue;
+    }
+    if (++links > MAX_SYMLINKS) {
+      throw new StrataError('ErrInvalidArgument', `too many levels of symbolic links resolving ${p} (ELOOP)`);
+    }
+    if (target.startsWith('/')) done.length = 0;
+    todo.push(...target.split('/').reverse());
+  }
+  if (done.length === 0) return root;
+  const out = root + '/' + done.join('/');
+  if (out.includes('\0')) throw invalidArgument(`path contains a NUL byte: ${JSON.stringify(p)}`);
+  return out;
+}
+
+function isMissing(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}

@@ -1,0 +1,197 @@
+import type { Command } from 'commander';
+import type { CliContext } from './main.js';
+import { outputStream, printJSON, shortId } from './io.js';
+import { ago, humanSize, table } from './human.js';
+import { invalidArgument, isStrataError, notFound } from '../errors.js';
+import { parseStorageOpts } from '../config.js';
+
+const collect = (v: string, prev: string[]) => [...prev, v];
+
+function labels(pairs: string[]): Record<string, string> {
+  return Object.fromEntries(pairs.map((l) => [l.split('=')[0]!, l.includes('=') ? l.slice(l.indexOf('=') + 1) : '']));
+}
+
+export function registerContainerCommands(program: Command, ctx: CliContext): void {
+  const container = program.command('container').description('Manage containers');
+
+  const create = (cmd: Command) =>
+    cmd
+      .command('create')
+      .description('Create a new container')
+      .argument('<image>')
+      .argument('[command...]')
+      .passThroughOptions()
+      .option('--name <name>', 'assign a name to the container')
+      .option('-e, --env <KEY=VALUE>', 'set environment variables', collect, [])
+      .option('-w, --workdir <dir>', 'working directory inside the container')
+      .option('-u, --user <user>', 'username or UID')
+      .option('-h, --hostname <name>', 'container host name')
+      .option('-l, --label <k=v>', 'set metadata on a container', collect, [])
+      .option('--entrypoint <cmd>', 'overwrite the default ENTRYPOINT of the image')
+      .option('--storage-opt <k=v>', 'storage driver options for the container', collect, [])
+      .action(async (image: string, command: string[], o: { name?: string; env: string[]; workdir?: string; user?: string; hostname?: string; label: string[]; entrypoint?: string; storageOpt: string[] }) => {
+        const e = await ctx.engine();
+        const c = await e.create({
+          image,
+          name: o.name,
+          cmd: command,
+          env: o.env,
+          workingDir: o.workdir,
+          user: o.user,
+          hostname: o.hostname,
+          labels: labels(o.label),
+          entrypoint: o.entrypoint !== undefined ? [o.entrypoint] : undefined,
+          storageOpt: o.storageOpt.length > 0 ? parseStorageOpts(o.storageOpt) : undefined,
+        });
+        process.stdout.write(`${c.ID}\n`);
+      });
+  create(program);
+  create(container);
+
+  const ps = (cmd: Command, name: string) =>
+    cmd
+      .command(name)
+      .description('List containers')
+      .option('-a, --all', 'show all containers (default shows just running)')
+      .option('-q, --quiet', 'only display container IDs')
+      .option('-s, --size', 'display total file sizes')
+      .option('--no-trunc', "don't truncate output")
+      .action(async (o: { all?: boolean; quiet?: boolean; size?: boolean; trunc: boolean }) => {
+        const e = await ctx.engine();
+        const list = await e.containers({ all: o.all, size: o.size && !o.quiet });
+        if (o.quiet) {
+          for (const c of list) process.stdout.write(`${shortId(c.Id, !o.trunc)}\n`);
+          return;
+        }
+        const cmdCol = (s: string) => JSON.stringify(o.trunc && s.length > 20 ? `${s.slice(0, 19)}…` : s);
+        const rows = list.map((c) => [
+          shortId(c.Id, !o.trunc),
+          c.Image,
+          cmdCol(c.Command),
+          ago(new Date(c.Created * 1000).toISOString()),
+          c.Status,
+          '',
+          c.Names.map((n) => n.slice(1)).join(','),
+          ...(o.size ? [`${humanSize(c.SizeRw ?? 0)} (virtual ${humanSize(c.SizeRootFs ?? 0)})`] : []),
+        ]);
+        process.stdout.write(table(['CONTAINER ID', 'IMAGE', 'COMMAND', 'CREATED', 'STATUS', 'PORTS', 'NAMES', ...(o.size ? ['SIZE'] : [])], rows));
+      });
+  ps(program, 'ps');
+  ps(container, 'ls');
+
+  container
+    .command('inspect')
+    .description('Display detailed information on one or more containers')
+    .argument('<container...>')
+    .option('-s, --size', 'display total file sizes')
+    .action(async (names: string[], o: { size?: boolean }) => {
+      const e = await ctx.engine();
+      printJSON(await Promise.all(names.map((n) => e.inspectContainer(n, o))));
+    });
+
+  program
+    .command('inspect')
+    .description('Return low-level information on containers or images')
+    .argument('<name...>')
+    .option('-s, --size', 'display total file sizes if the type is container')
+    .option('--type <type>', 'only inspect objects of the given type (container, image)')
+    .action(async (names: string[], o: { size?: boolean; type?: string }) => {
+      if (o.type !== undefined && o.type !== 'container' && o.type !== 'image') throw invalidArgument(`"${o.type}" is not a valid value for --type`);
+      const e = await ctx.engine();
+      const out: unknown[] = [];
+      for (const n of names) {
+        // docker's order: a container by that name or id, else an image.
+        const notFoundAsNull = (err: unknown) => (isStrataError(err, 'ErrNotFound') ? null : Promise.reject(err));
+        const found = (o.type !== 'image' ? await e.inspectContainer(n, o).catch(notFoundAsNull) : null) ?? (o.type !== 'container' ? await e.inspectImage(n).catch(notFoundAsNull) : null);
+        if (found === null) throw notFound(`No such object: ${n}`);
+        out.push(found);
+      }
+      printJSON(out);
+    });
+
+  const mount = (cmd: Command) =>
+    cmd
+      .command('mount')
+      .description("Mount a container's filesystem and print its path (reference counted: pair with unmount)")
+      .argument('<container>')
+      .action(async (name: string) => {
+        process.stdout.write(`${await (await ctx.engine()).mount(name)}\n`);
+      });
+  mount(program);
+  mount(container);
+
+  const unmount = (cmd: Command) =>
+    cmd
+      .command('unmount')
+      .alias('umount')
+      .description("Release one mount of a container's filesystem")
+      .argument('<container>')
+      .action(async (name: string) => {
+        await (await ctx.engine()).unmount(name);
+      });
+  unmount(program);
+  unmount(container);
+
+  const diff = (cmd: Command) =>
+    cmd
+      .command('diff')
+      .description("Inspect changes to files or directories on a container's filesystem")
+      .argument('<container>')
+      .action(async (name: string) => {
+        for (const c of await (await ctx.engine()).diff(name)) process.stdout.write(`${c.kind} ${c.path}\n`);
+      });
+  diff(program);
+  diff(container);
+
+  const commit = (cmd: Command) =>
+    cmd
+      .command('commit')
+      .description("Create a new image from a container's changes")
+      .argument('<container>')
+      .argument('[reference]', 'REPOSITORY[:TAG]')
+      .option('-a, --author <author>', 'author (e.g., "John Hannibal Smith <hannibal@a-team.com>")')
+      .option('-m, --message <message>', 'commit message')
+      .option('-c, --change <instruction>', 'apply Dockerfile instruction to the created image', collect, [])
+      .option('-p, --pause', 'pause container during commit (nothing runs yet: accepted for compatibility)', true)
+      .action(async (name: string, reference: string | undefined, o: { author?: string; message?: string; change: string[] }) => {
+        const img = await (await ctx.engine()).commit(name, { reference, author: o.author, message: o.message, changes: o.change });
+        process.stdout.write(`${img.id}\n`);
+      });
+  commit(program);
+  commit(container);
+
+  const exp = (cmd: Command) =>
+    cmd
+      .command('export')
+      .description("Export a container's filesystem as a tar archive")
+      .argument('<container>')
+      .option('-o, --output <file>', 'write to a file, instead of STDOUT')
+      .action(async (name: string, o: { output?: string }) => {
+        await outputStream(await (await ctx.engine()).export(name), o.output);
+      });
+  exp(program);
+  exp(container);
+
+  const rm = (cmd: Command, name: string) =>
+    cmd
+      .command(name)
+      .description('Remove one or more containers')
+      .argument('<container...>')
+      .option('-f, --force', 'force the removal of a running container')
+      .action(async (names: string[], o: { force?: boolean }) => {
+        const e = await ctx.engine();
+        const failures: unknown[] = [];
+        for (const n of names) {
+          try {
+            await e.rm(n, o);
+            process.stdout.write(`${n}\n`);
+          } catch (err) {
+            failures.push(err);
+          }
+        }
+        for (const f of failures.slice(0, -1)) process.stderr.write(`Error: ${(f as Error).message}\n`);
+        if (failures.length > 0) throw failures.at(-1);
+      });
+  rm(program, 'rm');
+  rm(container, 'rm');
+}

@@ -1,0 +1,52 @@
+import type { Stores } from '../stores.js';
+import { imageTopLayer, imageTops } from '../image/image-layers.js';
+import { applyConfigChanges } from '../image/config-changes.js';
+import { tagImage } from '../image/tag-image.js';
+import type { Image } from '../image/image-store.js';
+
+export interface CommitOptions {
+  /** `repo[:tag]` to tag the new image with. */
+  reference?: string;
+  message?: string;
+  author?: string;
+  /** Dockerfile instructions applied to the config (`-c`). */
+  changes?: string[];
+}
+
+/**
+ * A new image from a container: its own changes (init layer excluded) become one layer on top of the
+ * image's layers. Deleted files become whiteouts, so the lower layers, and the image, never shrink.
+ */
+export async function commitContainer(s: Stores, idOrName: string, opts: CommitOptions = {}): Promise<Image> {
+  const c = await s.containers.resolve(idOrName);
+  const mount = await s.layers.getMount(c.ID);
+  const base = await s.images.get(c.Image);
+  const layer = await s.layers.register(await s.layers.diff(mount), imageTopLayer(base));
+  const now = new Date().toISOString();
+  const { Hostname: _h, Image: _i, ...containerConfig } = c.Config;
+  const config = {
+    ...base.config,
+    created: now,
+    author: opts.author ?? '',
+    config: applyConfigChanges(containerConfig, opts.changes ?? []),
+    container: c.ID,
+    rootfs: { type: 'layers', diff_ids: [...base.config.rootfs.diff_ids, layer.diffID] },
+    history: [
+      ...(base.config.history ?? []),
+      {
+        created: now,
+        created_by: [...(c.Config.Entrypoint ?? []), ...(c.Config.Cmd ?? [])].join(' '),
+        ...(opts.author ? { author: opts.author } : {}),
+        ...(opts.message ? { comment: opts.message } : {}),
+      },
+    ],
+  };
+  try {
+    const image = await s.images.create(Buffer.from(JSON.stringify(config)), base.id);
+    if (opts.reference !== undefined) await tagImage(s, image.id, opts.reference);
+    return image;
+  } catch (e) {
+    await s.layers.releaseUnreferenced(layer.chainID, await imageTops(s));
+    throw e;
+  }
+}

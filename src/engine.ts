@@ -1,0 +1,144 @@
+import { EventEmitter } from 'node:events';
+import { mkdir } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { resolveConfig, type ConfigSources, type EngineConfig } from './config.js';
+import type { Stores } from './stores.js';
+import { selectDriver } from './driver/driver-registry.js';
+import { LayerStore } from './layer/layer-store.js';
+import { ImageStore } from './image/image-store.js';
+import { TagStore } from './image/tag-store.js';
+import { ContainerStore } from './container/container-store.js';
+import { LocalContentStore } from './content/local-content-store.js';
+import { resolveImage } from './image/resolve-image.js';
+import { tagImage } from './image/tag-image.js';
+import { listImages, type ListImagesOptions } from './image/list-images.js';
+import { inspectImage, imageHistory } from './image/inspect-image.js';
+import { removeImage, pruneImages } from './image/remove-image.js';
+import { importImage, type ImportOptions } from './image/import-image.js';
+import { loadImages } from './image/load-images.js';
+import { saveImages, type SaveFormat } from './image/save-images.js';
+import { createContainer, type CreateContainerOptions } from './container/create-container.js';
+import { listContainers } from './container/list-containers.js';
+import { inspectContainer } from './container/inspect-container.js';
+import { containerChanges, exportContainer, mountContainer, unmountContainer } from './container/container-fs.js';
+import { commitContainer, type CommitOptions } from './container/commit-container.js';
+import { removeContainer } from './container/remove-container.js';
+import { diskUsage } from './system/disk-usage.js';
+import { systemInfo, versionInfo } from './system/system-info.js';
+import { systemPrune } from './system/system-prune.js';
+
+/**
+ * strata's engine: one data-root, one storage driver, the image, layer and container stores over it.
+ * The CLI and the daemon are thin layers over these methods. Progress is emitted as `progress` events.
+ */
+export class Engine extends EventEmitter {
+  private constructor(
+    readonly config: EngineConfig,
+    private readonly s: Stores,
+  ) {
+    super();
+  }
+
+  /** Flags-like sources (`dataRoot`, `storageDriver`, `storageOpts: ['k=v']`, `configFile`), merged as the CLI does. */
+  static async open(src: ConfigSources = {}): Promise<Engine> {
+    const config = resolveConfig(src);
+    await mkdir(config.dataRoot, { recursive: true, mode: 0o711 });
+    const driver = await selectDriver({ root: config.dataRoot, name: config.storageDriver, options: config.storageOpts });
+    const events = new EventEmitter();
+    const s: Stores = {
+      root: config.dataRoot,
+      driver,
+      layers: new LayerStore(config.dataRoot, driver),
+      images: new ImageStore(config.dataRoot, driver.name),
+      tags: new TagStore(config.dataRoot, driver.name),
+      containers: new ContainerStore(config.dataRoot),
+      content: new LocalContentStore(config.dataRoot),
+      events,
+    };
+    await Promise.all([s.layers.init(), s.images.init(), s.containers.init()]);
+    const engine = new Engine(config, s);
+    events.on('progress', (p) => engine.emit('progress', p));
+    return engine;
+  }
+
+  get driverName(): string {
+    return this.s.driver.name;
+  }
+
+  /** Unmount what this process mounted. */
+  async close(): Promise<void> {
+    await this.s.driver.cleanup();
+  }
+
+  // --- images ---
+  load(source: Readable) {
+    return loadImages(this.s, source);
+  }
+  save(refs: string[], format: SaveFormat = 'docker') {
+    return saveImages(this.s, refs, format);
+  }
+  import(source: Readable, opts: ImportOptions = {}) {
+    return importImage(this.s, source, opts);
+  }
+  images(opts: ListImagesOptions = {}) {
+    return listImages(this.s, opts);
+  }
+  inspectImage(ref: string) {
+    return inspectImage(this.s, ref);
+  }
+  history(ref: string) {
+    return imageHistory(this.s, ref);
+  }
+  async tag(source: string, target: string): Promise<void> {
+    await tagImage(this.s, (await resolveImage(this.s, source)).id, target);
+  }
+  rmi(ref: string, opts: { force?: boolean } = {}) {
+    return removeImage(this.s, ref, opts);
+  }
+  pruneImages(opts: { all?: boolean } = {}) {
+    return pruneImages(this.s, opts);
+  }
+
+  // --- containers ---
+  create(opts: CreateContainerOptions) {
+    return createContainer(this.s, opts);
+  }
+  containers(opts: { all?: boolean; size?: boolean } = {}) {
+    return listContainers(this.s, opts);
+  }
+  inspectContainer(idOrName: string, opts: { size?: boolean } = {}) {
+    return inspectContainer(this.s, idOrName, opts);
+  }
+  mount(idOrName: string) {
+    return mountContainer(this.s, idOrName);
+  }
+  unmount(idOrName: string) {
+    return unmountContainer(this.s, idOrName);
+  }
+  diff(idOrName: string) {
+    return containerChanges(this.s, idOrName);
+  }
+  commit(idOrName: string, opts: CommitOptions = {}) {
+    return commitContainer(this.s, idOrName, opts);
+  }
+  export(idOrName: string) {
+    return exportContainer(this.s, idOrName);
+  }
+  rm(idOrName: string, opts: { force?: boolean } = {}) {
+    return removeContainer(this.s, idOrName, opts);
+  }
+
+  // --- system ---
+  df() {
+    return diskUsage(this.s);
+  }
+  prune(opts: { all?: boolean } = {}) {
+    return systemPrune(this.s, opts);
+  }
+  info() {
+    return systemInfo(this.s);
+  }
+  version() {
+    return versionInfo();
+  }
+}
