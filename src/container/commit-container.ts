@@ -1,7 +1,7 @@
 import type { Stores } from '../stores.js';
 import { imageTopLayer, imageTops } from '../image/image-layers.js';
 import { applyConfigChanges } from '../image/config-changes.js';
-import { tagImage } from '../image/tag-image.js';
+import { parseTagTarget, tagImage } from '../image/tag-image.js';
 import type { Image } from '../image/image-store.js';
 
 export interface CommitOptions {
@@ -18,6 +18,7 @@ export interface CommitOptions {
  * image's layers. Deleted files become whiteouts, so the lower layers, and the image, never shrink.
  */
 export async function commitContainer(s: Stores, idOrName: string, opts: CommitOptions = {}): Promise<Image> {
+  if (opts.reference !== undefined) parseTagTarget(opts.reference);
   const c = await s.containers.resolve(idOrName);
   const mount = await s.layers.getMount(c.ID);
   const base = await s.images.get(c.Image);

@@ -1,0 +1,39 @@
+import type { Readable } from 'node:stream';
+import type { Stores } from '../stores.js';
+import { decompress } from '../archive/compression.js';
+import { applyConfigChanges } from './config-changes.js';
+import { parseTagTarget, tagImage } from './tag-image.js';
+import { imageTops } from './image-layers.js';
+import { ociArch } from '../system/system-info.js';
+import type { Image } from './image-store.js';
+
+export interface ImportOptions {
+  /** `repo[:tag]` for the new image. */
+  reference?: string;
+  message?: string;
+  changes?: string[];
+}
+
+/** `docker import`: a root filesystem tar (plain, gzip or zstd) becomes a one-layer image. */
+export async function importImage(s: Stores, source: Readable, opts: ImportOptions = {}): Promise<Image> {
+  if (opts.reference !== undefined) parseTagTarget(opts.reference);
+  const { stream } = await decompress(source);
+  const layer = await s.layers.register(stream, null);
+  const now = new Date().toISOString();
+  const config = {
+    architecture: ociArch(),
+    os: 'linux',
+    created: now,
+    config: applyConfigChanges({}, opts.changes ?? []),
+    rootfs: { type: 'layers', diff_ids: [layer.diffID] },
+    history: [{ created: now, created_by: '', comment: opts.message ?? 'Imported from -' }],
+  };
+  try {
+    const image = await s.images.create(Buffer.from(JSON.stringify(config)));
+    if (opts.reference !== undefined) await tagImage(s, image.id, opts.reference);
+    return image;
+  } catch (e) {
+    await s.layers.releaseUnreferenced(layer.chainID, await imageTops(s));
+    throw e;
+  }
+}
