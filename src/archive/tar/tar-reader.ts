@@ -57,8 +57,9 @@ const typeflags: Record<number, EntryType> = {
  * Parse a tar stream (ustar, PAX, GNU, v7) directly over the incoming chunks: headers are parsed in place when a
  * chunk holds them whole, bodies are handed out as views of the chunks, nothing is copied but header bytes.
  */
-export async function* readTar(source: AsyncIterable<Buffer>, opts: TarReadOptions = {}): AsyncGenerator<TarEntry> {
-  const reader = new TarReader(source[Symbol.asyncIterator](), opts);
+export async function* readTar(source: AsyncIterable<Buffer> | Iterable<Buffer>, opts: TarReadOptions = {}): AsyncGenerator<TarEntry> {
+  const it = Symbol.asyncIterator in source ? source[Symbol.asyncIterator]() : syncToAsync(source[Symbol.iterator]());
+  const reader = new TarReader(it, opts);
   try {
     for (;;) {
       const entry = await reader.next();
@@ -68,6 +69,13 @@ export async function* readTar(source: AsyncIterable<Buffer>, opts: TarReadOptio
   } finally {
     await reader.close();
   }
+}
+
+function syncToAsync(it: Iterator<Buffer>): AsyncIterator<Buffer> {
+  return {
+    next: async () => it.next(),
+    return: async () => it.return?.() ?? { done: true, value: undefined },
+  };
 }
 
 class TarReader {

@@ -15,8 +15,12 @@ export interface TarWriteEntry {
 }
 
 export interface TarWriteOptions {
-  /** Bytes after the last body, verbatim (as given to `onTrailer`, including the last body's padding). Default: padding and two zero blocks. */
-  trailer?: Buffer;
+  /**
+   * Bytes after the last body, verbatim (as given to `onTrailer`, including the last body's padding). A function is
+   * called after the last entry, for re-exporting while reading (the reader reports its trailer only at the end).
+   * Default (also when the function returns undefined): padding and two zero blocks.
+   */
+  trailer?: Buffer | (() => Buffer | undefined);
 }
 
 const typeflag: Record<EntryType, number> = {
@@ -56,7 +60,8 @@ async function* generate(entries: AsyncIterable<TarWriteEntry> | Iterable<TarWri
     yield* bodyOf(entry);
     pendingPad = (BLOCK - (header.size % BLOCK)) % BLOCK;
   }
-  if (opts.trailer) yield opts.trailer;
+  const trailer = typeof opts.trailer === 'function' ? opts.trailer() : opts.trailer;
+  if (trailer) yield trailer;
   else {
     if (pendingPad > 0) yield zeros.subarray(0, pendingPad);
     yield zeros;
