@@ -139,7 +139,7 @@ test('limits on entries, names and trailer', async () => {
   assert.equal(await drain([gnu]), 1);
   await rejectsWith(drain([gnu], { limits: { maxNameLength: 4096 } }), 'ErrLimit', /longer than 4096/);
   const junk = Buffer.concat([archive, Buffer.alloc(64 * 1024, 7)]);
-  let trailer = Buffer.alloc(0);
+  let trailer: Buffer = Buffer.alloc(0);
   assert.equal(await drain([junk], { onTrailer: (b) => (trailer = b) }), 2);
   assert.ok(trailer.equals(junk.subarray(512 + 1024 + 512 + 3))); // from the end of the last body
   await rejectsWith(drain([junk], { onTrailer: () => {}, limits: { maxTrailerBytes: 32 * 1024 } }), 'ErrLimit', /trailer/);

@@ -48,7 +48,7 @@ interface Read {
 
 async function readAll(source: AsyncIterable<Buffer>, consume = true): Promise<{ entries: Read[]; trailer: Buffer }> {
   const entries: Read[] = [];
-  let trailer = Buffer.alloc(0);
+  let trailer: Buffer = Buffer.alloc(0);
   for await (const e of readTar(source, { onTrailer: (b) => (trailer = b) })) {
     const parts: Buffer[] = [];
     if (consume) for await (const c of e.body()) parts.push(Buffer.from(c));
