@@ -1,5 +1,5 @@
 import { corrupt, limit, unsupported } from '../../errors.js';
-import type { EntryType, TarHeader, TarTime } from './tar-header.js';
+import type { EntryType, TarHeader } from './tar-header.js';
 import { BLOCK, isZeroBlock, parseNumeric, parsePaxRecords, parsePaxTime, parsePaxInt, readString, verifyChecksum } from './tar-fields.js';
 
 export interface TarLimits {
@@ -364,7 +364,7 @@ class TarReader {
       case 'mtime':
       case 'atime':
       case 'ctime':
-        h[key] = parsePaxTime(value, key, at) satisfies TarTime;
+        h[key] = parsePaxTime(value, key, at);
         return;
     }
     if (key.startsWith('SCHILY.xattr.')) h.xattrs.set(key.slice(13), value);
