@@ -1,0 +1,185 @@
+import assert from 'node:assert/strict';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { applyLayer } from '../../src/archive/apply-layer.js';
+import { isStrataError } from '../../src/errors.js';
+import { native } from '../../src/native/native.js';
+import { isRoot, requireCap } from '../helpers/caps.js';
+import { buildRichTree, chunks, fileChunks, gnuExtract, gnuTar, pythonTar } from './apply-fixtures.js';
+import { treeManifest } from './tree-manifest.js';
+
+describe('applyLayer', () => {
+  let tmp: string;
+  before(() => {
+    tmp = mkdtempSync(join(tmpdir(), 'strata-apply-'));
+  });
+  after(() => rmSync(tmp, { recursive: true, force: true }));
+  const fresh = (name: string) => {
+    const d = join(tmp, name);
+    mkdirSync(d);
+    return d;
+  };
+
+  it('extracts exactly what GNU tar extracts from the same archive', async (t) => {
+    if (!requireCap(t, 'root', isRoot)) return;
+    const src = fresh('rich-src');
+    buildRichTree(src);
+    const tarPath = join(tmp, 'rich.tar');
+    gnuTar(src, tarPath);
+    const ours = fresh('rich-ours');
+    const theirs = fresh('rich-gnu');
+    const seen: string[] = [];
+    let trailer: Buffer | null = null;
+    const { size } = await applyLayer(ours, fileChunks(tarPath), {
+      whiteouts: 'naive',
+      onEntry: (e) => seen.push(e.header.name),
+      onTrailer: (b) => (trailer = b),
+    });
+    gnuExtract(tarPath, theirs);
+    const expected = treeManifest(theirs);
+    assert.deepEqual(treeManifest(ours), expected);
+    // and both equal the source (GNU tar can be trusted with the tree it made)
+    assert.deepEqual(expected, treeManifest(src));
+    assert.ok(seen.includes('./etc/passwd'));
+    assert.ok(trailer !== null && (trailer as Buffer).length >= 1024);
+    assert.equal(size, 26 + 10 + (3 * 1024 * 1024 + 17) + 10 + 10 + 1 + 4 + 4);
+  });
+
+  it('replaces existing entries and merges metadata into existing directories', async () => {
+    const root = fresh('replace');
+    mkdirSync(join(root, 'dir'));
+    writeFileSync(join(root, 'dir/keep'), 'kept');
+    mkdirSync(join(root, 'was-dir/sub'), { recursive: true });
+    writeFileSync(join(root, 'was-file'), 'old');
+    writeFileSync(join(root, 'was-link-target'), 'target');
+    const tar = pythonTar([
+      { name: 'dir', type: 'dir', mode: 0o700, mtime: 1234 },
+      { name: 'was-dir', type: 'file', data: 'now a file' },
+      { name: 'was-file', type: 'dir', mode: 0o751 },
+      { name: 'was-file/inner', data: 'inner' },
+      { name: 'was-link-target', type: 'symlink', linkname: 'dir/keep' },
+    ]);
+    await applyLayer(root, chunks(tar), { whiteouts: 'naive' });
+    assert.equal(readFileSync(join(root, 'dir/keep'), 'utf8'), 'kept');
+    assert.equal(lstatSync(join(root, 'dir')).mode & 0o7777, 0o700);
+    assert.equal(lstatSync(join(root, 'dir')).mtimeMs, 1234000);
+    assert.equal(readFileSync(join(root, 'was-dir'), 'utf8'), 'now a file');
+    assert.equal(lstatSync(join(root, 'was-file')).mode & 0o7777, 0o751);
+    assert.equal(readFileSync(join(root, 'was-file/inner'), 'utf8'), 'inner');
+    assert.ok(lstatSync(join(root, 'was-link-target')).isSymbolicLink());
+  });
+
+  it('naive whiteouts remove files and whole directories', async () => {
+    const root = fresh('naive-wh');
+    mkdirSync(join(root, 'a/b/c'), { recursive: true });
+    writeFileSync(join(root, 'a/b/c/f'), 'x');
+    writeFileSync(join(root, 'a/file'), 'x');
+    writeFileSync(join(root, 'a/other'), 'x');
+    const tar = pythonTar([
+      { name: 'a/.wh.b', data: '' },
+      { name: 'a/.wh.file', data: '' },
+      { name: 'a/.wh..wh.plnk', type: 'dir' },
+    ]);
+    await applyLayer(root, chunks(tar), { whiteouts: 'naive' });
+    assert.deepEqual(readdirSync(join(root, 'a')), ['other']);
+  });
+
+  it('naive opaque directories drop lower children but keep what the same layer wrote', async () => {
+    const root = fresh('naive-opq');
+    mkdirSync(join(root, 'd/lowerdir'), { recursive: true });
+    mkdirSync(join(root, 'd/mixed'), { recursive: true });
+    writeFileSync(join(root, 'd/lower'), 'x');
+    writeFileSync(join(root, 'd/lowerdir/f'), 'x');
+    writeFileSync(join(root, 'd/mixed/lower-in-mixed'), 'x');
+    writeFileSync(join(root, 'outside'), 'x');
+    const tar = pythonTar([
+      { name: 'd', type: 'dir' },
+      { name: 'd/new', data: 'new' },
+      { name: 'd/mixed', type: 'dir' },
+      { name: 'd/mixed/new2', data: 'n' },
+      { name: 'd/.wh..wh..opq', data: '' },
+    ]);
+    await applyLayer(root, chunks(tar), { whiteouts: 'naive' });
+    assert.deepEqual(readdirSync(join(root, 'd')).sort(), ['mixed', 'new']);
+    assert.deepEqual(readdirSync(join(root, 'd/mixed')), ['new2']);
+    assert.ok(existsSync(join(root, 'outside')));
+  });
+
+  it('overlay whiteouts become char 0:0 devices and opaque xattrs; forged overlay xattrs are dropped', async (t) => {
+    if (!requireCap(t, 'root', isRoot)) return;
+    const root = fresh('overlay-wh');
+    writeFileSync(join(root, 'gone'), 'x');
+    const tar = pythonTar([
+      { name: 'gone', type: 'file', data: 'ignored' },
+      { name: '.wh.gone', uid: 5, gid: 6 },
+      { name: 'dir', type: 'dir' },
+      { name: 'dir/.wh..wh..opq' },
+      { name: 'dir/.wh.sub' },
+      { name: 'forged', type: 'dir', xattrs: { 'trusted.overlay.opaque': 'y', 'user.ok': 'yes' } },
+    ]);
+    await applyLayer(root, chunks(tar), { whiteouts: 'overlay' });
+    for (const [p, uid] of [['gone', 5], ['dir/sub', 0]] as const) {
+      const st = lstatSync(join(root, p));
+      assert.ok(st.isCharacterDevice(), p);
+      assert.equal(st.rdev, 0);
+      assert.equal(st.uid, uid);
+    }
+    assert.equal(native.lgetxattr(join(root, 'dir'), 'trusted.overlay.opaque')?.toString(), 'y');
+    assert.deepEqual(readdirSync(join(root, 'dir')), ['sub']);
+    assert.equal(native.lgetxattr(join(root, 'forged'), 'trusted.overlay.opaque'), null);
+    assert.equal(native.lgetxattr(join(root, 'forged'), 'user.ok')?.toString(), 'yes');
+  });
+
+  it('rejects invalid whiteout names', async () => {
+    for (const name of ['.wh.', 'x/.wh..', 'x/.wh...']) {
+      const root = fresh(`badwh-${name.length}`);
+      await assert.rejects(applyLayer(root, chunks(pythonTar([{ name }])), { whiteouts: 'naive' }), (e) => isStrataError(e, 'ErrCorrupt') && /invalid whiteout/.test(e.message));
+    }
+  });
+
+  describe('breakout attempts fail and write nothing outside the root', () => {
+    const cases: Array<[string, object[]]> = [
+      ['file through a symlinked parent', [{ name: 'a', type: 'symlink', linkname: '../outside' }, { name: 'a/passwd', data: 'pwned' }]],
+      ['file through an absolute symlink', [{ name: 'a', type: 'symlink', linkname: '/OUTSIDE_ABS' }, { name: 'a/passwd', data: 'pwned' }]],
+      ['dotdot name', [{ name: '../outside/x', data: 'pwned' }]],
+      ['dotdot in the middle', [{ name: 'a/../../outside/x', data: 'pwned' }]],
+      ['hardlink to a host file', [{ name: 'h', type: 'hardlink', linkname: '../outside/victim' }]],
+      ['hardlink via a symlink', [{ name: 's', type: 'symlink', linkname: '../outside' }, { name: 'h', type: 'hardlink', linkname: 's/victim' }]],
+      ['whiteout through a symlink', [{ name: 's', type: 'symlink', linkname: '../outside' }, { name: 's/.wh.victim' }]],
+      ['opaque through a symlink', [{ name: 's', type: 'symlink', linkname: '../outside' }, { name: 's/.wh..wh..opq' }]],
+      ['directory through a symlink', [{ name: 's', type: 'symlink', linkname: '../outside' }, { name: 's/newdir', type: 'dir' }]],
+    ];
+    for (const [what, entries] of cases) {
+      it(what, async () => {
+        const base = fresh(`breakout-${what.replace(/\W/g, '-')}`);
+        const outside = join(base, 'outside');
+        mkdirSync(outside);
+        writeFileSync(join(outside, 'victim'), 'safe');
+        const root = join(base, 'root');
+        mkdirSync(root);
+        for (const format of ['naive', 'overlay'] as const) {
+          await assert.rejects(applyLayer(root, chunks(pythonTar(entries)), { whiteouts: format }), (e) => isStrataError(e) && /breakout|outside the root|does not exist/.test(e.message), what);
+          assert.deepEqual(readdirSync(outside), ['victim']);
+          assert.equal(readFileSync(join(outside, 'victim'), 'utf8'), 'safe');
+          assert.equal(lstatSync(join(outside, 'victim')).nlink, 1);
+          assert.equal(existsSync('/OUTSIDE_ABS'), false);
+          rmSync(root, { recursive: true });
+          mkdirSync(root);
+        }
+      });
+    }
+  });
+
+  it('rejects a hardlink to a target that is not there yet', async () => {
+    const root = fresh('hl-missing');
+    await assert.rejects(applyLayer(root, chunks(pythonTar([{ name: 'h', type: 'hardlink', linkname: 'later' }, { name: 'later', data: 'x' }])), { whiteouts: 'naive' }), (e) => isStrataError(e, 'ErrCorrupt'));
+  });
+
+  it('stops at a truncated archive with ErrCorrupt', async () => {
+    const root = fresh('truncated');
+    const tar = pythonTar([{ name: 'f', data: 'x'.repeat(5000) }]);
+    await assert.rejects(applyLayer(root, chunks(tar.subarray(0, 2048)), { whiteouts: 'naive' }), (e) => isStrataError(e, 'ErrCorrupt'));
+  });
+});
