@@ -1,0 +1,131 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { appendFileSync, chmodSync, linkSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { applyLayer } from '../../src/archive/apply-layer.js';
+import { changesDirs } from '../../src/archive/changes.js';
+import { exportChanges, exportOverlayUpper, exportTree } from '../../src/archive/export-changes.js';
+import { MNT_DETACH, native } from '../../src/native/native.js';
+import { isRoot, requireCap } from '../helpers/caps.js';
+import { buildRichTree, chunks, collect, run } from './apply-fixtures.js';
+import { treeManifest } from './tree-manifest.js';
+
+/** Names, types and PAX records of a tar as python's tarfile (an independent reader) sees them. */
+async function pythonList(tar: Buffer): Promise<Array<{ name: string; type: string; mode: number; pax: Record<string, string> }>> {
+  const script = `
+import json, sys, tarfile
+t = tarfile.open(fileobj=sys.stdin.buffer, mode='r|')
+print(json.dumps([{'name': m.name, 'type': m.type.decode(), 'mode': m.mode, 'pax': {k: v for k, v in m.pax_headers.items() if k.startswith('SCHILY')}} for m in t]))
+`;
+  return JSON.parse((await run('python3', ['-c', script], tar)).toString());
+}
+
+describe('export', () => {
+  let tmp: string;
+  const mounts: string[] = [];
+  before(() => {
+    tmp = mkdtempSync(join(tmpdir(), 'strata-export-'));
+  });
+  after(() => {
+    for (const m of mounts) {
+      try {
+        native.umount(m, MNT_DETACH);
+      } catch {
+        /* already unmounted */
+      }
+    }
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('exportTree is read back by GNU tar as the same tree, and is deterministic', async (t) => {
+    if (!requireCap(t, 'root', isRoot)) return;
+    const src = join(tmp, 'tree-src');
+    mkdirSync(src);
+    buildRichTree(src);
+    const tar = await collect(exportTree(src));
+    assert.equal(createHash('sha256').update(await collect(exportTree(src))).digest('hex'), createHash('sha256').update(tar).digest('hex'));
+    const out = join(tmp, 'tree-gnu');
+    mkdirSync(out);
+    await run('tar', ['--xattrs', '--xattrs-include=*', '--numeric-owner', '-xpf', '-', '-C', out], tar);
+    assert.deepEqual(treeManifest(out).slice(1), treeManifest(src).slice(1));
+    const names = (await pythonList(tar)).map((m) => m.name);
+    assert.ok(names.includes('passwd-link') && !names.includes('.') && !names.includes(''));
+  });
+
+  it('exportChanges applied onto a copy of the parent reproduces the layer', async (t) => {
+    if (!requireCap(t, 'root', isRoot)) return;
+    const parent = join(tmp, 'parent');
+    mkdirSync(parent);
+    buildRichTree(parent);
+    const layer = join(tmp, 'layer');
+    execFileSync('cp', ['-a', parent, layer]);
+    appendFileSync(join(layer, 'etc/passwd'), 'u:x:1:1\n'); // modifies a file with two other links outside the set
+    writeFileSync(join(layer, 'home/user/new'), 'new');
+    linkSync(join(layer, 'home/user/new'), join(layer, 'new-link')); // a hardlink inside the set
+    mkdirSync(join(layer, 'srv/data/deep'), { recursive: true });
+    writeFileSync(join(layer, 'srv/data/deep/f'), 'f');
+    native.lsetxattr(join(layer, 'srv/data/deep/f'), 'user.x', Buffer.from('1'));
+    chmodSync(join(layer, 'suid'), 0o755);
+    unlinkSync(join(layer, 'dangling'));
+    rmSync(join(layer, 'home/user/big.bin'));
+    rmSync(join(layer, 'a'.repeat(120)), { recursive: true });
+    symlinkSync('/etc/passwd', join(layer, 'tmp/link'));
+    const changes = await changesDirs(layer, parent);
+    const tar = await collect(exportChanges(layer, changes));
+    assert.ok(tar.equals(await collect(exportChanges(layer, [...changes].reverse()))), 'same changes in any order give the same bytes');
+    const listed = await pythonList(tar);
+    const names = listed.map((m) => m.name);
+    assert.ok(names.includes('.wh.dangling') && names.includes('home/user/.wh.big.bin') && names.includes(`.wh.${'a'.repeat(120)}`));
+    assert.equal(listed.find((m) => m.name === 'new-link')?.type, '1', 'new-link is a hardlink entry');
+    const target = join(tmp, 'target');
+    execFileSync('cp', ['-a', parent, target]);
+    await applyLayer(target, chunks(tar, 65536), { whiteouts: 'naive' });
+    // the root directory is no entry of a layer, so its mtime is the parent's
+    assert.deepEqual(treeManifest(target).slice(1), treeManifest(layer).slice(1));
+  });
+
+  it('exportOverlayUpper turns a kernel overlay upper dir into whiteouts and opaque entries', async (t) => {
+    if (!requireCap(t, 'root', isRoot)) return;
+    const base = join(tmp, 'ovl');
+    const [lower, upper, work, merged] = ['lower', 'upper', 'work', 'merged'].map((d) => join(base, d));
+    for (const d of [lower, upper, work, merged]) mkdirSync(d, { recursive: true });
+    mkdirSync(join(lower, 'lib/old-sub'), { recursive: true });
+    writeFileSync(join(lower, 'lib/old'), 'old');
+    writeFileSync(join(lower, 'lib/old-sub/x'), 'x');
+    mkdirSync(join(lower, 'gone-dir'));
+    writeFileSync(join(lower, 'gone-dir/f'), 'f');
+    writeFileSync(join(lower, 'gone-file'), 'g');
+    writeFileSync(join(lower, 'edited'), 'e');
+    native.mount('overlay', merged, 'overlay', 0, `lowerdir=${lower},upperdir=${upper},workdir=${work}`);
+    mounts.push(merged);
+    let view: string[];
+    try {
+      rmSync(join(merged, 'gone-dir'), { recursive: true });
+      unlinkSync(join(merged, 'gone-file'));
+      appendFileSync(join(merged, 'edited'), 'more');
+      rmSync(join(merged, 'lib'), { recursive: true });
+      mkdirSync(join(merged, 'lib'));
+      writeFileSync(join(merged, 'lib/new'), 'n');
+      view = treeManifest(merged).slice(1);
+    } finally {
+      native.umount(merged, 0);
+      mounts.pop();
+    }
+    assert.equal(native.lgetxattr(join(upper, 'lib'), 'trusted.overlay.opaque')?.toString(), 'y', 'the kernel made lib opaque');
+    const tar = await collect(exportOverlayUpper(upper));
+    const listed = await pythonList(tar);
+    assert.deepEqual(
+      listed.map((m) => `${m.type} ${m.name}`),
+      ['0 edited', '0 .wh.gone-dir', '0 .wh.gone-file', '5 lib', '0 lib/.wh..wh..opq', '0 lib/new'],
+    );
+    assert.ok(listed.every((m) => Object.keys(m.pax).every((k) => !k.includes('trusted.overlay'))), 'no overlay xattrs exported');
+    // The exported diff applied the naive way onto the lower tree gives what the mount showed.
+    const target = join(base, 'target');
+    execFileSync('cp', ['-a', lower, target]);
+    await applyLayer(target, chunks(tar), { whiteouts: 'naive' });
+    assert.deepEqual(treeManifest(target).slice(1), view);
+  });
+});
