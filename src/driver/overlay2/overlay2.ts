@@ -1,0 +1,319 @@
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, readlink, realpath, rm, rmdir, symlink, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import type { ApplyHooks, Change, CreateOpts, Driver, DriverFactory, DriverOptions } from '../driver.js';
+import { native, MNT_DETACH } from '../../native/native.js';
+import { capability, internal, invalidArgument, isErrno, isStrataError, limit, notFound } from '../../errors.js';
+import { writeFileAtomic } from '../../util/atomic.js';
+import { applyLayer } from '../../archive/apply-layer.js';
+import { changesOverlay } from '../../archive/changes.js';
+import { exportOverlayUpper } from '../../archive/export-changes.js';
+import { backingFsName } from '../fs-magic.js';
+import { acquireMount, releaseMount, updateMountRefs } from '../mount-refs.js';
+import { ensureRemoveAll } from '../ensure-remove.js';
+import { naiveApplyDiff, naiveChanges, naiveDiff, naiveDiffSize } from '../naive-diff.js';
+import { parseSize } from '../size-units.js';
+import { treeSize } from '../tree-size.js';
+import { nativeDiffProblem, overlayMountProblem, supportsDType, usingMetacopy } from './overlay-support.js';
+import { ProjectQuota } from './project-quota.js';
+
+/** Lowers one layer may stack on; the layer store stops at 125 so init + read-write layers still fit. */
+export const MAX_DEPTH = 128;
+// 26 chars: (26 + "l/".length + ":".length) * 128 lowers = 3712 bytes of relative lowerdir, under one page.
+const LINK_ID_LENGTH = 26;
+const PAGE_SIZE = 4096;
+const LINK_DIR = 'l';
+const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+
+interface Features {
+  backingFs: string;
+  metacopy: boolean;
+  /** Why tarring the upper directory would give a wrong diff here, or null when native diff is safe. */
+  nativeDiffProblem: string | null;
+  indexOff: boolean;
+}
+
+// Docker's overlayutils.GenerateID: 26 base32 characters (256 is a multiple of 32, so `& 31` is uniform).
+function linkID(): string {
+  return Array.from(randomBytes(LINK_ID_LENGTH), (b) => BASE32[b & 31]).join('');
+}
+
+function checkID(id: string): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(id) || id === LINK_DIR) throw invalidArgument(`overlay2: invalid layer id '${id}'`);
+}
+
+async function readOptional(path: string): Promise<string | null> {
+  try {
+    return (await readFile(path, 'utf8')).trim();
+  } catch (e) {
+    if (isErrno(e, 'ENOENT')) return null;
+    throw e;
+  }
+}
+
+/**
+ * Docker's overlay2 graphdriver: each layer is `<home>/<id>/{diff,link,lower,work,merged}`, stacked
+ * by the kernel's overlayfs through short `l/<link>` symlinks so 128 lowers fit in one page of mount data.
+ */
+export class Overlay2Driver implements Driver {
+  readonly name = 'overlay2';
+  /** Gets this process holds and has not put, released by cleanup(). */
+  private readonly held = new Map<string, number>();
+
+  private constructor(
+    readonly home: string,
+    private readonly features: Features,
+    private readonly quota: ProjectQuota | null,
+    /** `overlay2.size`: the default size limit of read-write layers, 0 for none. */
+    private readonly defaultSize: number,
+  ) {}
+
+  static async init(opts: DriverOptions): Promise<Overlay2Driver> {
+    let defaultSize = 0;
+    for (const [key, value] of Object.entries(opts.options)) {
+      if (key.toLowerCase() === 'overlay2.size') defaultSize = parseSize(value, 'overlay2.size');
+      else throw invalidArgument(`overlay2: unknown option ${key}`);
+    }
+    const unusable = (reason: string) => capability(`overlay2: kernel overlayfs not usable here: ${reason}`);
+    if (process.getuid?.() !== 0) throw unusable('not running as root');
+    await mkdir(opts.root, { recursive: true });
+    const home = join(await realpath(opts.root), 'overlay2');
+    // Probe in the data-root when home does not exist yet, so a failed init leaves no overlay2 state behind.
+    const probeDir = existsSync(home) ? home : dirname(home);
+    const backingFs = backingFsName(probeDir);
+    const problem = await overlayMountProblem(probeDir);
+    if (problem !== null) throw unusable(problem);
+    if (!(await supportsDType(probeDir, backingFs))) {
+      throw capability(
+        `overlay2: the backing ${backingFs} filesystem is formatted without d_type support, which leads to incorrect behavior. ` +
+          'Reformat the filesystem with ftype=1 to enable d_type support. Backing filesystems without d_type support are not supported.',
+      );
+    }
+    const found = await ProjectQuota.detect(probeDir);
+    if (typeof found === 'string' && defaultSize > 0) throw invalidArgument(`overlay2.size ${found}`);
+    await mkdir(home, { recursive: true, mode: 0o710 });
+    await mkdir(join(home, LINK_DIR), { recursive: true, mode: 0o700 });
+    const features: Features = {
+      backingFs,
+      metacopy: await usingMetacopy(),
+      nativeDiffProblem: await nativeDiffProblem(home),
+      indexOff: existsSync('/sys/module/overlay/parameters/index'),
+    };
+    return new Overlay2Driver(home, features, typeof found === 'string' ? null : found, defaultSize);
+  }
+
+  private dir(id: string): string {
+    checkID(id);
+    return join(this.home, id);
+  }
+
+  private async mustExist(id: string): Promise<string> {
+    const dir = this.dir(id);
+    if (!existsSync(dir)) throw notFound(`overlay2: layer ${id} does not exist`);
+    return dir;
+  }
+
+  async create(id: string, parent: string | null, opts?: CreateOpts): Promise<void> {
+    if (opts?.storageOpt?.size !== undefined) throw invalidArgument('--storage-opt size is only supported for ReadWrite Layers');
+    await this.createLayer(id, parent, opts, 0);
+  }
+
+  async createReadWrite(id: string, parent: string | null, opts?: CreateOpts): Promise<void> {
+    const size = opts?.storageOpt?.size !== undefined ? parseSize(opts.storageOpt.size, 'size') : this.defaultSize;
+    if (size > 0 && this.quota === null) throw invalidArgument("--storage-opt is supported only for overlay over xfs with 'pquota' mount option");
+    await this.createLayer(id, parent, opts, size);
+  }
+
+  private async createLayer(id: string, parent: string | null, opts: CreateOpts | undefined, size: number): Promise<void> {
+    for (const key of Object.keys(opts?.storageOpt ?? {})) {
+      if (key !== 'size') throw invalidArgument(`overlay2: unknown storage option ${key}`);
+    }
+    const dir = this.dir(id);
+    const lower = parent === null ? null : await this.lowerFor(parent);
+    try {
+      await mkdir(dir, { mode: 0o701 });
+    } catch (e) {
+      if (isErrno(e, 'EEXIST')) throw invalidArgument(`overlay2: layer ${id} already exists`);
+      throw e;
+    }
+    let link: string | null = null;
+    try {
+      if (size > 0) await this.quota!.setQuota(dir, size);
+      await mkdir(join(dir, 'diff'), { mode: 0o755 });
+      link = linkID();
+      await symlink(`../${id}/diff`, join(this.home, LINK_DIR, link));
+      await writeFileAtomic(join(dir, 'link'), link);
+      if (parent === null) return;
+      await mkdir(join(dir, 'work'), { mode: 0o700 });
+      // A layer with children is mounted read-only from now on: its diff/ is shared as their lower.
+      await writeFile(join(this.home, parent, 'committed'), '', { mode: 0o600 });
+      await writeFileAtomic(join(dir, 'lower'), lower!);
+    } catch (e) {
+      if (link !== null) await rm(join(this.home, LINK_DIR, link), { force: true });
+      await rm(dir, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  /** The `lower` file of a child of `parent`: the parent's link first, then the parent's own lowers. */
+  private async lowerFor(parent: string): Promise<string> {
+    const pdir = await this.mustExist(parent);
+    const link = await readOptional(join(pdir, 'link'));
+    if (link === null || link === '') throw notFound(`overlay2: parent layer ${parent} has no link`);
+    const lowers = [`${LINK_DIR}/${link}`];
+    const parentLower = await readOptional(join(pdir, 'lower'));
+    if (parentLower) lowers.push(...parentLower.split(':'));
+    if (lowers.length > MAX_DEPTH) throw limit(`overlay2: max depth exceeded: a layer can have at most ${MAX_DEPTH} lower layers`);
+    return lowers.join(':');
+  }
+
+  async remove(id: string): Promise<void> {
+    const dir = this.dir(id);
+    if (!existsSync(dir)) return;
+    const link = await readOptional(join(dir, 'link'));
+    if (link !== null && new RegExp(`^[${BASE32}]{${LINK_ID_LENGTH}}$`).test(link)) {
+      await rm(join(this.home, LINK_DIR, link), { force: true });
+    }
+    try {
+      // Under the mount lock, so no other process mounts the layer while it goes away.
+      await updateMountRefs(join(dir, 'mount-count'), join(dir, 'merged'), `overlay2: layer ${id}`, async () => {
+        await ensureRemoveAll(dir);
+        return 0;
+      });
+    } catch (e) {
+      if (!isStrataError(e, 'ErrNotFound')) throw e; // removed meanwhile by another process
+    }
+    this.held.delete(id);
+  }
+
+  async get(id: string): Promise<string> {
+    const dir = await this.mustExist(id);
+    const lower = await readOptional(join(dir, 'lower'));
+    // A base layer is its own diff: nothing to stack, so nothing to mount.
+    if (lower === null) return join(dir, 'diff');
+    const merged = join(dir, 'merged');
+    await acquireMount(join(dir, 'mount-count'), merged, `overlay2: layer ${id}`, () => this.mount(id, lower));
+    this.held.set(id, (this.held.get(id) ?? 0) + 1);
+    return merged;
+  }
+
+  private async mount(id: string, lower: string): Promise<void> {
+    const dir = join(this.home, id);
+    const lowers = lower.split(':');
+    const committed = existsSync(join(dir, 'committed'));
+    const index = this.features.indexOff ? 'index=off,' : '';
+    const data = (lowerPaths: string[], d: string) =>
+      committed
+        ? `${index}lowerdir=${d}/diff:${lowerPaths.join(':')}`
+        : `${index}lowerdir=${lowerPaths.join(':')},upperdir=${d}/diff,workdir=${d}/work`;
+    await mkdir(join(dir, 'merged'), { recursive: true, mode: 0o700 });
+    try {
+      const absolute = data(lowers.map((l) => join(this.home, l)), dir);
+      if (absolute.length <= PAGE_SIZE - 1) {
+        native.mount('overlay', join(dir, 'merged'), 'overlay', 0, absolute);
+        return;
+      }
+      // Too long for one page: paths relative to home, resolved by a mount done from inside it.
+      const relative = data(lowers, id);
+      if (relative.length > PAGE_SIZE - 1) throw limit(`overlay2: cannot mount layer ${id}: mount data too large (${relative.length} bytes)`);
+      native.mount('overlay', `${id}/merged`, 'overlay', 0, relative, this.home);
+    } catch (e) {
+      if (isStrataError(e)) throw e;
+      throw internal(`overlay2: error creating overlay mount to ${join(dir, 'merged')}: ${(e as Error).message}`, e);
+    }
+  }
+
+  async put(id: string): Promise<void> {
+    const dir = await this.mustExist(id);
+    if (!existsSync(join(dir, 'lower'))) return;
+    const merged = join(dir, 'merged');
+    await releaseMount(join(dir, 'mount-count'), merged, `overlay2: layer ${id}`, async (mounted) => {
+      if (mounted) native.umount(merged, MNT_DETACH);
+      // Removing the mount point also ends the mount in other mount namespaces that copied it.
+      await rmdir(merged).catch((e: unknown) => {
+        if (!isErrno(e, 'ENOENT') && !isErrno(e, 'EBUSY')) throw e;
+      });
+    });
+    const n = this.held.get(id) ?? 0;
+    if (n > 1) this.held.set(id, n - 1);
+    else this.held.delete(id);
+  }
+
+  async exists(id: string): Promise<boolean> {
+    return existsSync(this.dir(id));
+  }
+
+  async status(): Promise<Array<[string, string]>> {
+    return [
+      ['Backing Filesystem', this.features.backingFs],
+      ['Supports d_type', 'true'],
+      ['Using metacopy', String(this.features.metacopy)],
+      ['Native Overlay Diff', String(this.features.nativeDiffProblem === null)],
+      ['userxattr', 'false'],
+    ];
+  }
+
+  /** The lower layers' diff directories, uppermost first, with the `l/` links resolved. */
+  private async lowerDirs(id: string): Promise<string[]> {
+    const lower = await readOptional(join(this.home, id, 'lower'));
+    if (!lower) return [];
+    return Promise.all(lower.split(':').map(async (l) => join(this.home, LINK_DIR, await readlink(join(this.home, l)))));
+  }
+
+  async metadata(id: string): Promise<Record<string, string>> {
+    const dir = await this.mustExist(id);
+    const lowers = await this.lowerDirs(id);
+    return {
+      ...(lowers.length > 0 ? { LowerDir: lowers.join(':') } : {}),
+      MergedDir: join(dir, 'merged'),
+      UpperDir: join(dir, 'diff'),
+      WorkDir: join(dir, 'work'),
+    };
+  }
+
+  /** Whether `parent` is the layer right below `id`, the only case where diff/ alone is the layer's diff. */
+  private async isParent(id: string, parent: string | null): Promise<boolean> {
+    await this.mustExist(id);
+    const lowers = await this.lowerDirs(id);
+    if (parent === null) return lowers.length === 0;
+    return lowers.length > 0 && dirname(lowers[0]!) === this.dir(parent);
+  }
+
+  private async nativeApplies(id: string, parent: string | null): Promise<boolean> {
+    return this.features.nativeDiffProblem === null && (await this.isParent(id, parent));
+  }
+
+  async diff(id: string, parent: string | null): Promise<Readable> {
+    if (!(await this.nativeApplies(id, parent))) return naiveDiff(this, id, parent);
+    return exportOverlayUpper(join(this.home, id, 'diff'));
+  }
+
+  async changes(id: string, parent: string | null): Promise<Change[]> {
+    if (!(await this.nativeApplies(id, parent))) return naiveChanges(this, id, parent);
+    // The lower diff dirs, with their own whiteouts, are the parent's view: no mount needed.
+    return changesOverlay(join(this.home, id, 'diff'), await this.lowerDirs(id));
+  }
+
+  async applyDiff(id: string, parent: string | null, tar: Readable, hooks?: ApplyHooks): Promise<number> {
+    if (!(await this.nativeApplies(id, parent))) return naiveApplyDiff(this, id, tar, hooks);
+    const { size } = await applyLayer(join(this.home, id, 'diff'), tar, { whiteouts: 'overlay', onEntry: hooks?.onEntry, onTrailer: hooks?.onTrailer });
+    return size;
+  }
+
+  async diffSize(id: string, parent: string | null): Promise<number> {
+    if (!(await this.nativeApplies(id, parent))) return naiveDiffSize(this, id, parent);
+    return treeSize(join(this.home, id, 'diff'));
+  }
+
+  /** Release every get this process still holds; mounts other processes hold stay up. */
+  async cleanup(): Promise<void> {
+    for (const [id, n] of [...this.held]) {
+      for (let i = 0; i < n; i++) await this.put(id).catch(() => undefined);
+    }
+    this.held.clear();
+  }
+}
+
+export const overlay2: DriverFactory = { name: 'overlay2', init: (opts) => Overlay2Driver.init(opts) };
