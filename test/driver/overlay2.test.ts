@@ -187,6 +187,20 @@ describe('overlay2 specifics', () => {
       assert.equal(isMountPoint(merged), false);
     }));
 
+  test('concurrent gets and puts in one process count exactly', (t) =>
+    withDriver(t, async (d) => {
+      await d.create('A', null);
+      await d.createReadWrite('B', 'A');
+      const merged = join(d.home, 'B', 'merged');
+      const views = await Promise.all(Array.from({ length: 6 }, () => d.get('B')));
+      assert.ok(views.every((v) => v === merged));
+      await Promise.all(Array.from({ length: 5 }, () => d.put('B')));
+      assert.ok(isMountPoint(merged), 'five puts of six gets unmounted');
+      assert.equal(await readFile(join(d.home, 'B', 'mount-count'), 'utf8'), '1');
+      await d.put('B');
+      assert.equal(isMountPoint(merged), false);
+    }));
+
   test('the mount table wins over a stale count left by a crashed process', (t) =>
     withDriver(t, async (d) => {
       await d.create('A', null);
