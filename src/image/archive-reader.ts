@@ -148,7 +148,7 @@ class TarArchive implements ArchiveFiles {
   }
 
   private resolve(path: string): string {
-    let p = path;
+    let p = cleanPath(path);
     for (let i = 0; i < MAX_LINK_DEPTH; i++) {
       const next = this.links.get(p);
       if (next === undefined) return p;
