@@ -23,6 +23,8 @@ export function execTool(cmd: string, args: string[], opts: { input?: string | B
       if (code === 0) resolve({ stdout, stderr });
       else reject(internal(`${cmd} ${args.join(' ')} exited ${code}: ${stderr.trim() || stdout.trim()}`));
     });
+    // A tool that exits without reading its input must not crash us with EPIPE.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input ?? '');
   });
 }
