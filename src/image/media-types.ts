@@ -8,11 +8,9 @@ export const MediaType = {
   ociLayer: 'application/vnd.oci.image.layer.v1.tar',
   /** OCI 1.1's `{}` blob, the config of artifacts. */
   ociEmpty: 'application/vnd.oci.empty.v1+json',
-  ociLayoutHeader: 'application/vnd.oci.layout.header.v1+json',
   dockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
   dockerManifestList: 'application/vnd.docker.distribution.manifest.list.v2+json',
   dockerConfig: 'application/vnd.docker.container.image.v1+json',
-  dockerLayer: 'application/vnd.docker.image.rootfs.diff.tar',
   dockerSchema1: 'application/vnd.docker.distribution.manifest.v1+json',
   dockerSchema1Signed: 'application/vnd.docker.distribution.manifest.v1+prettyjws',
 } as const;
