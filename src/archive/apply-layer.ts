@@ -37,6 +37,7 @@ const FILE_FLAGS = C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
 const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
 const NODE_TYPE = { char: C.S_IFCHR, block: C.S_IFBLK, fifo: C.S_IFIFO } as const;
 const OPAQUE_VALUE = Buffer.from('y');
+const PATH_MAX = 4096;
 
 /**
  * Apply an uncompressed OCI layer tar onto root (Docker's UnpackLayer); returns the total size of file
@@ -66,18 +67,22 @@ class Applier {
   private readonly unpacked: Set<string> | null;
   /** Directory times are set last, deepest first, once nothing is written into them any more. */
   private readonly dirTimes = new Map<string, TarHeader>();
+  private readonly rootBytes: number;
 
   constructor(
     private readonly root: string,
     private readonly format: WhiteoutFormat,
   ) {
     this.parents = new SafeParents(root);
+    this.rootBytes = Buffer.byteLength(root) + 1;
     this.unpacked = format === 'naive' ? new Set() : null;
   }
 
   apply(entry: TarEntry): Promise<void> | void {
     const h = entry.header;
     const rel = cleanEntryName(h.name);
+    // Fail before creating a deep chain of parents the kernel would refuse at its end anyway.
+    if (this.rootBytes + Buffer.byteLength(rel) >= PATH_MAX) throw corrupt(`name is too long for a path here (${rel.length} characters)`);
     const base = relBasename(rel);
     if (base.startsWith(WHITEOUT_PREFIX)) return this.whiteout(rel, base, h);
     if (rel === '' && h.type !== 'directory') throw corrupt(`a ${h.type} cannot replace the layer root`);

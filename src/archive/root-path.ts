@@ -62,20 +62,24 @@ export class SafeParents {
 
   private walk(relDir: string, create: boolean): string {
     if (relDir === '') return this.root;
-    const host = this.root + '/' + relDir;
-    if (this.known.has(relDir)) return host;
-    this.walk(relDirname(relDir), create);
-    const st = lstatSync(host, { throwIfNoEntry: false });
-    if (st === undefined) {
-      if (!create) throw corrupt(`archive entry refers to ${relDir}, which does not exist`);
-      mkdirSync(host, 0o755);
-    } else if (st.isSymbolicLink()) {
-      throw corrupt(`archive entry goes through the symlink ${relDir} (breakout attempt)`);
-    } else if (!st.isDirectory()) {
-      throw corrupt(`archive entry goes through ${relDir}, which is not a directory`);
+    // The unchecked ancestors, deepest first (a loop, not recursion: a stranger picks the depth).
+    const todo: string[] = [];
+    for (let p = relDir; p !== '' && !this.known.has(p); p = relDirname(p)) todo.push(p);
+    for (let i = todo.length - 1; i >= 0; i--) {
+      const rel = todo[i];
+      const host = this.root + '/' + rel;
+      const st = lstatSync(host, { throwIfNoEntry: false });
+      if (st === undefined) {
+        if (!create) throw corrupt(`archive entry refers to ${rel}, which does not exist`);
+        mkdirSync(host, 0o755);
+      } else if (st.isSymbolicLink()) {
+        throw corrupt(`archive entry goes through the symlink ${rel} (breakout attempt)`);
+      } else if (!st.isDirectory()) {
+        throw corrupt(`archive entry goes through ${rel}, which is not a directory`);
+      }
+      this.known.add(rel);
     }
-    this.known.add(relDir);
-    return host;
+    return this.root + '/' + relDir;
   }
 }
 

@@ -177,6 +177,13 @@ describe('applyLayer', () => {
     await assert.rejects(applyLayer(root, chunks(pythonTar([{ name: 'h', type: 'hardlink', linkname: 'later' }, { name: 'later', data: 'x' }])), { whiteouts: 'naive' }), (e) => isStrataError(e, 'ErrCorrupt'));
   });
 
+  it('refuses an absurdly deep name with a clear error, not a crash', async () => {
+    const root = fresh('deep');
+    const name = Array(20000).fill('d').join('/') + '/f';
+    await assert.rejects(applyLayer(root, chunks(pythonTar([{ name, data: 'x' }])), { whiteouts: 'naive' }), (e) => isStrataError(e, 'ErrCorrupt') && /too long/.test(e.message));
+    assert.deepEqual(readdirSync(root), []);
+  });
+
   it('stops at a truncated archive with ErrCorrupt', async () => {
     const root = fresh('truncated');
     const tar = pythonTar([{ name: 'f', data: 'x'.repeat(5000) }]);
