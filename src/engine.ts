@@ -16,7 +16,7 @@ import { inspectImage, imageHistory } from './image/inspect-image.js';
 import { removeImage, pruneImages } from './image/remove-image.js';
 import { importImage, type ImportOptions } from './image/import-image.js';
 import { loadImages } from './image/load-images.js';
-import { saveImages, type SaveFormat } from './image/save-images.js';
+import { saveImages, saveImagesToDir, type SaveFormat } from './image/save-images.js';
 import { createContainer, type CreateContainerOptions } from './container/create-container.js';
 import { listContainers } from './container/list-containers.js';
 import { inspectContainer } from './container/inspect-container.js';
@@ -71,11 +71,14 @@ export class Engine extends EventEmitter {
   }
 
   // --- images ---
-  load(source: Readable) {
+  load(source: Readable | { dir: string }) {
     return loadImages(this.s, source);
   }
   save(refs: string[], format: SaveFormat = 'docker') {
     return saveImages(this.s, refs, format);
+  }
+  saveToDir(refs: string[], dir: string) {
+    return saveImagesToDir(this.s, refs, dir);
   }
   import(source: Readable, opts: ImportOptions = {}) {
     return importImage(this.s, source, opts);

@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { CliContext } from './main.js';
 import { inputStream, outputStream, printJSON, shortId } from './io.js';
@@ -29,11 +30,12 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
     cmd
       .command('load')
       .description('Load images from a tar archive (docker save format or OCI layout) or STDIN')
-      .option('-i, --input <file>', 'read from a tar archive file instead of STDIN')
+      .option('-i, --input <path>', 'read from a tar archive file, or an OCI image-layout directory, instead of STDIN')
       .option('-q, --quiet', 'suppress the load output')
       .action(async (o: { input?: string; quiet?: boolean }) => {
         const e = await ctx.engine();
-        const loaded = await e.load(inputStream(o.input, 'an archive'));
+        const isDir = o.input !== undefined && o.input !== '-' && statSync(o.input, { throwIfNoEntry: false })?.isDirectory();
+        const loaded = await e.load(isDir ? { dir: o.input! } : inputStream(o.input, 'an archive'));
         if (!o.quiet) for (const l of loaded) process.stdout.write(`${l}\n`);
       });
   load(program);
@@ -44,11 +46,13 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
       .command('save')
       .description('Save one or more images to a tar archive (streamed to STDOUT by default)')
       .argument('<image...>')
-      .option('-o, --output <file>', 'write to a file instead of STDOUT')
+      .option('-o, --output <path>', "write to a file instead of STDOUT; with --format oci, a path ending in '/' or an existing directory gets an OCI layout directory")
       .option('--format <format>', 'docker (docker save layout, also a valid OCI layout) or oci', 'docker')
       .action(async (images: string[], o: { output?: string; format: string }) => {
         if (o.format !== 'docker' && o.format !== 'oci') throw invalidArgument(`unknown format "${o.format}": want docker or oci`);
         const e = await ctx.engine();
+        const toDir = o.format === 'oci' && o.output !== undefined && (o.output.endsWith('/') || statSync(o.output, { throwIfNoEntry: false })?.isDirectory());
+        if (toDir) return e.saveToDir(images, o.output!);
         await outputStream(await e.save(images, o.format), o.output);
       });
   save(program);

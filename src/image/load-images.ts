@@ -10,12 +10,12 @@ import { parseTagTarget } from './tag-image.js';
 import { tagKey } from './resolve-image.js';
 
 /**
- * `docker load`: every image of a docker-save or OCI-layout archive. Blobs are verified as they are
+ * `docker load`: every image of a docker-save or OCI-layout archive (a tar stream, or a layout directory). Blobs are verified as they are
  * ingested, each layer's content against the config's diff_id, layers already present are reused. On
  * any failure the layers this load added are released again: nothing half-loaded stays visible.
  * Returns docker's lines (`Loaded image: name:tag`, or `Loaded image ID: sha256:...` for untagged ones).
  */
-export async function loadImages(s: Stores, source: Readable): Promise<string[]> {
+export async function loadImages(s: Stores, source: Readable | { dir: string }): Promise<string[]> {
   const contents = await readImageArchive(source, s.content);
   const added: Digest[] = [];
   const lines: string[] = [];

@@ -3,7 +3,7 @@ import type { Stores } from '../stores.js';
 import { chainIDs } from '../layer/chain-id.js';
 import { resolveImage, tagKey } from './resolve-image.js';
 import { parseReference, withDefaultTag } from './reference.js';
-import { writeImageArchive } from './archive-writer.js';
+import { writeImageArchive, writeImageLayoutDir, type SaveImage } from './archive-writer.js';
 
 export type SaveFormat = 'docker' | 'oci';
 
@@ -13,6 +13,16 @@ export type SaveFormat = 'docker' | 'oci';
  * image with no names, as docker does.
  */
 export async function saveImages(s: Stores, refs: string[], format: SaveFormat): Promise<Readable> {
+  return writeImageArchive(await saveSet(s, refs), format);
+}
+
+/** `save --format oci -o DIR/`: the images as an OCI image-layout directory. */
+export async function saveImagesToDir(s: Stores, refs: string[], dir: string): Promise<void> {
+  await writeImageLayoutDir(dir, await saveSet(s, refs));
+}
+
+/** What to save: each image once, with the names it was asked for by. */
+async function saveSet(s: Stores, refs: string[]): Promise<SaveImage[]> {
   const byId = new Map<string, { image: Awaited<ReturnType<typeof resolveImage>>; tags: string[] }>();
   for (const r of refs) {
     const image = await resolveImage(s, r);
@@ -27,7 +37,7 @@ export async function saveImages(s: Stores, refs: string[], format: SaveFormat):
     }
     if (name !== undefined && !name.includes('@') && !entry.tags.includes(name)) entry.tags.push(name);
   }
-  const images = await Promise.all(
+  return Promise.all(
     [...byId.values()].map(async ({ image, tags }) => {
       const chains = chainIDs(image.config.rootfs.diff_ids);
       const layers = await Promise.all(chains.map((c) => s.layers.get(c)));
@@ -38,5 +48,4 @@ export async function saveImages(s: Stores, refs: string[], format: SaveFormat):
       };
     }),
   );
-  return writeImageArchive(images, format);
 }
