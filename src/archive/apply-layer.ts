@@ -140,14 +140,18 @@ class Applier {
 
   private closeFile(fd: number, path: string, h: TarHeader): void {
     try {
-      // chown clears setuid and security.capability: owner first, then xattrs, then the mode.
-      fchownSync(fd, h.uid, h.gid);
-      this.xattrs(path, h);
-      fchmodSync(fd, h.mode);
+      this.ownerXattrsMode(fd, path, h);
     } finally {
       closeSync(fd);
     }
     setTimes(path, h);
+  }
+
+  /** chown clears setuid and security.capability: owner first, then xattrs, then the mode. */
+  private ownerXattrsMode(fd: number, path: string, h: TarHeader): void {
+    fchownSync(fd, h.uid, h.gid);
+    this.xattrs(path, h);
+    fchmodSync(fd, h.mode);
   }
 
   private directory(rel: string, path: string, h: TarHeader): void {
@@ -165,9 +169,7 @@ class Applier {
     }
     const fd = openSync(path, DIR_FLAGS);
     try {
-      fchownSync(fd, h.uid, h.gid);
-      this.xattrs(path, h);
-      fchmodSync(fd, h.mode);
+      this.ownerXattrsMode(fd, path, h);
     } finally {
       closeSync(fd);
     }

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { CliContext } from './main.js';
-import { outputStream, printJSON, shortId } from './io.js';
+import { eachReporting, outputStream, printJSON, shortId } from './io.js';
 import { ago, humanSize, table } from './human.js';
 import { invalidArgument, isStrataError, notFound } from '../errors.js';
 import { parseStorageOpts } from '../config.js';
@@ -180,17 +180,10 @@ export function registerContainerCommands(program: Command, ctx: CliContext): vo
       .option('-f, --force', 'force the removal of a running container')
       .action(async (names: string[], o: { force?: boolean }) => {
         const e = await ctx.engine();
-        const failures: unknown[] = [];
-        for (const n of names) {
-          try {
-            await e.rm(n, o);
-            process.stdout.write(`${n}\n`);
-          } catch (err) {
-            failures.push(err);
-          }
-        }
-        for (const f of failures.slice(0, -1)) process.stderr.write(`Error: ${(f as Error).message}\n`);
-        if (failures.length > 0) throw failures.at(-1);
+        await eachReporting(names, async (n) => {
+          await e.rm(n, o);
+          process.stdout.write(`${n}\n`);
+        });
       });
   rm(program, 'rm');
   rm(container, 'rm');

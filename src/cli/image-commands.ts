@@ -1,7 +1,7 @@
 import { statSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { CliContext } from './main.js';
-import { inputStream, outputStream, printJSON, shortId } from './io.js';
+import { eachReporting, inputStream, outputStream, printJSON, shortId } from './io.js';
 import { ago, humanSize, table } from './human.js';
 import { invalidArgument } from '../errors.js';
 import type { DeleteResponse } from '../image/remove-image.js';
@@ -165,17 +165,7 @@ export function registerImageCommands(program: Command, ctx: CliContext): void {
       .option('-f, --force', 'force removal of the image')
       .action(async (refs: string[], o: { force?: boolean }) => {
         const e = await ctx.engine();
-        const failures: unknown[] = [];
-        for (const r of refs) {
-          try {
-            printDeletes(await e.rmi(r, { force: o.force }));
-          } catch (err) {
-            failures.push(err);
-          }
-        }
-        // Like docker: go on with the others, report every failure, fail at the end (the last one is thrown).
-        for (const f of failures.slice(0, -1)) process.stderr.write(`Error: ${(f as Error).message}\n`);
-        if (failures.length > 0) throw failures.at(-1);
+        await eachReporting(refs, async (r) => printDeletes(await e.rmi(r, { force: o.force })));
       });
   rmi(program, 'rmi');
   rmi(image, 'rm');

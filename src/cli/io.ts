@@ -37,3 +37,20 @@ export function printJSON(v: unknown): void {
 export function shortId(id: string, noTrunc = false): string {
   return noTrunc ? id : id.replace(/^sha256:/, '').slice(0, 12);
 }
+
+/**
+ * Run `fn` on each argument like docker's multi-argument commands (rm, rmi): go on after a failure,
+ * report every failure, and fail at the end (the last failure is thrown, the others printed).
+ */
+export async function eachReporting<T>(items: readonly T[], fn: (item: T) => Promise<void>): Promise<void> {
+  const failures: unknown[] = [];
+  for (const item of items) {
+    try {
+      await fn(item);
+    } catch (err) {
+      failures.push(err);
+    }
+  }
+  for (const f of failures.slice(0, -1)) process.stderr.write(`Error: ${(f as Error).message}\n`);
+  if (failures.length > 0) throw failures.at(-1);
+}
