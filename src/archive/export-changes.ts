@@ -45,21 +45,7 @@ export function exportChanges(root: string, changes: Change[]): Readable {
 
 /** A whole tree as a tar (for `export`, and to build a base layer); the root itself has no entry. */
 export function exportTree(root: string): Readable {
-  function* entries(): Generator<TarWriteEntry> {
-    const links = new Map<string, string>();
-    function* walk(rel: string, dir: string): Generator<TarWriteEntry> {
-      for (const name of readdirSync(dir).sort()) {
-        const r = prefixed(rel, name);
-        const host = `${dir}/${name}`;
-        const st = lstatSync(host, { bigint: true });
-        const e = entryFor(r, host, st, links);
-        if (e) yield e;
-        if (st.isDirectory()) yield* walk(r, host);
-      }
-    }
-    yield* walk('', root);
-  }
-  return writeTar(entries());
+  return writeTar(treeEntries(root, false));
 }
 
 /**
@@ -67,30 +53,32 @@ export function exportTree(root: string): Readable {
  * directory getting a `.wh..wh..opq` entry right after its own (the xattr itself is not exported).
  */
 export function exportOverlayUpper(upperDir: string): Readable {
-  function* entries(): Generator<TarWriteEntry> {
-    const links = new Map<string, string>();
-    function* walk(rel: string, dir: string): Generator<TarWriteEntry> {
-      for (const name of readdirSync(dir).sort()) {
-        const r = prefixed(rel, name);
-        const host = `${dir}/${name}`;
-        const st = lstatSync(host, { bigint: true });
-        if (st.isCharacterDevice() && st.rdev === 0n) {
-          yield { header: header(prefixed(rel, WHITEOUT_PREFIX + name), 'file', 0o600, Number(st.uid), Number(st.gid), st.mtimeNs) };
-          continue;
-        }
-        const e = entryFor(r, host, st, links);
-        if (e) yield e;
-        if (!st.isDirectory()) continue;
-        if (native.lgetxattr(host, OVERLAY_OPAQUE_XATTR)?.toString() === 'y') {
-          const mode = Number(st.mode & 0o777n);
-          yield { header: header(prefixed(r, WHITEOUT_OPAQUE), 'file', mode, Number(st.uid), Number(st.gid), st.mtimeNs) };
-        }
-        yield* walk(r, host);
+  return writeTar(treeEntries(upperDir, true));
+}
+
+/** Every entry below root, sorted; with `overlay`, the overlay whiteout forms become tar whiteouts. */
+function* treeEntries(root: string, overlay: boolean): Generator<TarWriteEntry> {
+  const links = new Map<string, string>();
+  function* walk(rel: string, dir: string): Generator<TarWriteEntry> {
+    for (const name of readdirSync(dir).sort()) {
+      const r = prefixed(rel, name);
+      const host = `${dir}/${name}`;
+      const st = lstatSync(host, { bigint: true });
+      if (overlay && st.isCharacterDevice() && st.rdev === 0n) {
+        yield { header: header(prefixed(rel, WHITEOUT_PREFIX + name), 'file', 0o600, Number(st.uid), Number(st.gid), st.mtimeNs) };
+        continue;
       }
+      const e = entryFor(r, host, st, links);
+      if (e) yield e;
+      if (!st.isDirectory()) continue;
+      if (overlay && native.lgetxattr(host, OVERLAY_OPAQUE_XATTR)?.toString() === 'y') {
+        const mode = Number(st.mode & 0o777n);
+        yield { header: header(prefixed(r, WHITEOUT_OPAQUE), 'file', mode, Number(st.uid), Number(st.gid), st.mtimeNs) };
+      }
+      yield* walk(r, host);
     }
-    yield* walk('', upperDir);
   }
-  return writeTar(entries());
+  yield* walk('', root);
 }
 
 const prefixed = (dir: string, name: string) => (dir === '' ? name : `${dir}/${name}`);
