@@ -7,7 +7,7 @@ import { mountOf } from '../mount-table.js';
 
 // Probes run once at init, each inside the driver's home so they test the filesystem layers will live on.
 
-async function withScratch<T>(home: string, prefix: string, dirs: string[], fn: (td: string) => Promise<T>): Promise<T> {
+export async function withScratch<T>(home: string, prefix: string, dirs: string[], fn: (td: string) => Promise<T>): Promise<T> {
   const td = await mkdtemp(join(home, prefix));
   try {
     for (const d of dirs) await mkdir(join(td, d), { recursive: true });

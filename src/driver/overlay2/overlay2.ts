@@ -27,12 +27,23 @@ const PAGE_SIZE = 4096;
 const LINK_DIR = 'l';
 const BASE32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
-interface Features {
-  backingFs: string;
-  metacopy: boolean;
-  /** Why tarring the upper directory would give a wrong diff here, or null when native diff is safe. */
+/** What the mechanism mounting the layout found at init. */
+export interface OverlayFeatures {
+  /** Why reading the upper directory would give a wrong diff here, or null when native diff is safe. */
   nativeDiffProblem: string | null;
-  indexOff: boolean;
+  /** The driver's lines in `info`. */
+  status: Array<[string, string]>;
+}
+
+/**
+ * What mounts the layout: the kernel's overlayfs (overlay2) or the fuse-overlayfs program. Both take
+ * the same `lowerdir=...,upperdir=...,workdir=...` options and read the same whiteouts.
+ */
+export interface OverlayMounter {
+  /** Longest option string accepted. */
+  readonly maxOptions: number;
+  /** Mount at target (relative to cwd when given); relative paths in options resolve against cwd. */
+  mount(target: string, options: string, cwd?: string): Promise<void>;
 }
 
 // Docker's overlayutils.GenerateID: 26 base32 characters (256 is a multiple of 32, so `& 31` is uniform).
@@ -40,8 +51,22 @@ function linkID(): string {
   return Array.from(randomBytes(LINK_ID_LENGTH), (b) => BASE32[b & 31]).join('');
 }
 
-function checkID(id: string): void {
-  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(id) || id === LINK_DIR) throw invalidArgument(`overlay2: invalid layer id '${id}'`);
+function checkID(driver: string, id: string): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(id) || id === LINK_DIR) throw invalidArgument(`${driver}: invalid layer id '${id}'`);
+}
+
+/** `<home>` and its `l/` short-link directory, with Docker's modes. */
+export async function createLayoutHome(home: string): Promise<void> {
+  await mkdir(home, { recursive: true, mode: 0o710 });
+  await mkdir(join(home, LINK_DIR), { recursive: true, mode: 0o700 });
+}
+
+function kernelMounter(indexOff: boolean): OverlayMounter {
+  const index = indexOff ? 'index=off,' : '';
+  return {
+    maxOptions: PAGE_SIZE - 1 - index.length,
+    mount: async (target, options, cwd) => native.mount('overlay', target, 'overlay', 0, index + options, cwd),
+  };
 }
 
 async function readOptional(path: string): Promise<string | null> {
@@ -56,18 +81,20 @@ async function readOptional(path: string): Promise<string | null> {
 /**
  * Docker's overlay2 graphdriver: each layer is `<home>/<id>/{diff,link,lower,work,merged}`, stacked
  * by the kernel's overlayfs through short `l/<link>` symlinks so 128 lowers fit in one page of mount data.
+ * The same layout mounted by another OverlayMounter is the fuse-overlayfs driver.
  */
 export class Overlay2Driver implements Driver {
-  readonly name = 'overlay2';
   /** Gets this process holds and has not put, released by cleanup(). */
   private readonly held = new Map<string, number>();
 
-  private constructor(
+  constructor(
+    readonly name: string,
     readonly home: string,
-    private readonly features: Features,
-    private readonly quota: ProjectQuota | null,
+    private readonly features: OverlayFeatures,
+    private readonly mounter: OverlayMounter,
+    private readonly quota: ProjectQuota | null = null,
     /** `overlay2.size`: the default size limit of read-write layers, 0 for none. */
-    private readonly defaultSize: number,
+    private readonly defaultSize = 0,
   ) {}
 
   static async init(opts: DriverOptions): Promise<Overlay2Driver> {
@@ -93,25 +120,30 @@ export class Overlay2Driver implements Driver {
     }
     const found = await ProjectQuota.detect(probeDir);
     if (typeof found === 'string' && defaultSize > 0) throw invalidArgument(`overlay2.size ${found}`);
-    await mkdir(home, { recursive: true, mode: 0o710 });
-    await mkdir(join(home, LINK_DIR), { recursive: true, mode: 0o700 });
-    const features: Features = {
-      backingFs,
-      metacopy: await usingMetacopy(),
-      nativeDiffProblem: await nativeDiffProblem(home),
-      indexOff: existsSync('/sys/module/overlay/parameters/index'),
+    await createLayoutHome(home);
+    const diffProblem = await nativeDiffProblem(home);
+    const features: OverlayFeatures = {
+      nativeDiffProblem: diffProblem,
+      status: [
+        ['Backing Filesystem', backingFs],
+        ['Supports d_type', 'true'],
+        ['Using metacopy', String(await usingMetacopy())],
+        ['Native Overlay Diff', String(diffProblem === null)],
+        ['userxattr', 'false'],
+      ],
     };
-    return new Overlay2Driver(home, features, typeof found === 'string' ? null : found, defaultSize);
+    const mounter = kernelMounter(existsSync('/sys/module/overlay/parameters/index'));
+    return new Overlay2Driver('overlay2', home, features, mounter, typeof found === 'string' ? null : found, defaultSize);
   }
 
   private dir(id: string): string {
-    checkID(id);
+    checkID(this.name, id);
     return join(this.home, id);
   }
 
   private async mustExist(id: string): Promise<string> {
     const dir = this.dir(id);
-    if (!existsSync(dir)) throw notFound(`overlay2: layer ${id} does not exist`);
+    if (!existsSync(dir)) throw notFound(`${this.name}: layer ${id} does not exist`);
     return dir;
   }
 
@@ -128,14 +160,14 @@ export class Overlay2Driver implements Driver {
 
   private async createLayer(id: string, parent: string | null, opts: CreateOpts | undefined, size: number): Promise<void> {
     for (const key of Object.keys(opts?.storageOpt ?? {})) {
-      if (key !== 'size') throw invalidArgument(`overlay2: unknown storage option ${key}`);
+      if (key !== 'size') throw invalidArgument(`${this.name}: unknown storage option ${key}`);
     }
     const dir = this.dir(id);
     const lower = parent === null ? null : await this.lowerFor(parent);
     try {
       await mkdir(dir, { mode: 0o701 });
     } catch (e) {
-      if (isErrno(e, 'EEXIST')) throw invalidArgument(`overlay2: layer ${id} already exists`);
+      if (isErrno(e, 'EEXIST')) throw invalidArgument(`${this.name}: layer ${id} already exists`);
       throw e;
     }
     let link: string | null = null;
@@ -161,11 +193,11 @@ export class Overlay2Driver implements Driver {
   private async lowerFor(parent: string): Promise<string> {
     const pdir = await this.mustExist(parent);
     const link = await readOptional(join(pdir, 'link'));
-    if (link === null || link === '') throw notFound(`overlay2: parent layer ${parent} has no link`);
+    if (link === null || link === '') throw notFound(`${this.name}: parent layer ${parent} has no link`);
     const lowers = [`${LINK_DIR}/${link}`];
     const parentLower = await readOptional(join(pdir, 'lower'));
     if (parentLower) lowers.push(...parentLower.split(':'));
-    if (lowers.length > MAX_DEPTH) throw limit(`overlay2: max depth exceeded: a layer can have at most ${MAX_DEPTH} lower layers`);
+    if (lowers.length > MAX_DEPTH) throw limit(`${this.name}: max depth exceeded: a layer can have at most ${MAX_DEPTH} lower layers`);
     return lowers.join(':');
   }
 
@@ -178,7 +210,7 @@ export class Overlay2Driver implements Driver {
     }
     try {
       // Under the mount lock, so no other process mounts the layer while it goes away.
-      await updateMountRefs(join(dir, 'mount-count'), join(dir, 'merged'), `overlay2: layer ${id}`, async () => {
+      await updateMountRefs(join(dir, 'mount-count'), join(dir, 'merged'), `${this.name}: layer ${id}`, async () => {
         await ensureRemoveAll(dir);
         return 0;
       });
@@ -194,7 +226,7 @@ export class Overlay2Driver implements Driver {
     // A base layer is its own diff: nothing to stack, so nothing to mount.
     if (lower === null) return join(dir, 'diff');
     const merged = join(dir, 'merged');
-    await acquireMount(join(dir, 'mount-count'), merged, `overlay2: layer ${id}`, () => this.mount(id, lower));
+    await acquireMount(join(dir, 'mount-count'), merged, `${this.name}: layer ${id}`, () => this.mount(id, lower));
     this.held.set(id, (this.held.get(id) ?? 0) + 1);
     return merged;
   }
@@ -203,25 +235,24 @@ export class Overlay2Driver implements Driver {
     const dir = join(this.home, id);
     const lowers = lower.split(':');
     const committed = existsSync(join(dir, 'committed'));
-    const index = this.features.indexOff ? 'index=off,' : '';
     const data = (lowerPaths: string[], d: string) =>
       committed
-        ? `${index}lowerdir=${d}/diff:${lowerPaths.join(':')}`
-        : `${index}lowerdir=${lowerPaths.join(':')},upperdir=${d}/diff,workdir=${d}/work`;
+        ? `lowerdir=${d}/diff:${lowerPaths.join(':')}`
+        : `lowerdir=${lowerPaths.join(':')},upperdir=${d}/diff,workdir=${d}/work`;
     await mkdir(join(dir, 'merged'), { recursive: true, mode: 0o700 });
     try {
       const absolute = data(lowers.map((l) => join(this.home, l)), dir);
-      if (absolute.length <= PAGE_SIZE - 1) {
-        native.mount('overlay', join(dir, 'merged'), 'overlay', 0, absolute);
+      if (absolute.length <= this.mounter.maxOptions) {
+        await this.mounter.mount(join(dir, 'merged'), absolute);
         return;
       }
       // Too long for one page: paths relative to home, resolved by a mount done from inside it.
       const relative = data(lowers, id);
-      if (relative.length > PAGE_SIZE - 1) throw limit(`overlay2: cannot mount layer ${id}: mount data too large (${relative.length} bytes)`);
-      native.mount('overlay', `${id}/merged`, 'overlay', 0, relative, this.home);
+      if (relative.length > this.mounter.maxOptions) throw limit(`${this.name}: cannot mount layer ${id}: mount data too large (${relative.length} bytes)`);
+      await this.mounter.mount(`${id}/merged`, relative, this.home);
     } catch (e) {
       if (isStrataError(e)) throw e;
-      throw internal(`overlay2: error creating overlay mount to ${join(dir, 'merged')}: ${(e as Error).message}`, e);
+      throw internal(`${this.name}: error creating overlay mount to ${join(dir, 'merged')}: ${(e as Error).message}`, e);
     }
   }
 
@@ -229,7 +260,7 @@ export class Overlay2Driver implements Driver {
     const dir = await this.mustExist(id);
     if (!existsSync(join(dir, 'lower'))) return;
     const merged = join(dir, 'merged');
-    await releaseMount(join(dir, 'mount-count'), merged, `overlay2: layer ${id}`, async (mounted) => {
+    await releaseMount(join(dir, 'mount-count'), merged, `${this.name}: layer ${id}`, async (mounted) => {
       if (mounted) native.umount(merged, MNT_DETACH);
       // Removing the mount point also ends the mount in other mount namespaces that copied it.
       await rmdir(merged).catch((e: unknown) => {
@@ -246,13 +277,7 @@ export class Overlay2Driver implements Driver {
   }
 
   async status(): Promise<Array<[string, string]>> {
-    return [
-      ['Backing Filesystem', this.features.backingFs],
-      ['Supports d_type', 'true'],
-      ['Using metacopy', String(this.features.metacopy)],
-      ['Native Overlay Diff', String(this.features.nativeDiffProblem === null)],
-      ['userxattr', 'false'],
-    ];
+    return this.features.status;
   }
 
   /** The lower layers' diff directories, uppermost first, with the `l/` links resolved. */
@@ -296,8 +321,9 @@ export class Overlay2Driver implements Driver {
     return changesOverlay(join(this.home, id, 'diff'), await this.lowerDirs(id));
   }
 
+  /** Straight into diff/ whenever `parent` is right below: the mechanism reads overlay whiteouts whether or not its diffs can be read back natively. */
   async applyDiff(id: string, parent: string | null, tar: Readable, hooks?: ApplyHooks): Promise<number> {
-    if (!(await this.nativeApplies(id, parent))) return naiveApplyDiff(this, id, tar, hooks);
+    if (!(await this.isParent(id, parent))) return naiveApplyDiff(this, id, tar, hooks);
     const { size } = await applyLayer(join(this.home, id, 'diff'), tar, { whiteouts: 'overlay', onEntry: hooks?.onEntry, onTrailer: hooks?.onTrailer });
     return size;
   }
