@@ -23,6 +23,8 @@ import { inspectContainer } from './container/inspect-container.js';
 import { containerChanges, exportContainer, mountContainer, unmountContainer } from './container/container-fs.js';
 import { commitContainer, type CommitOptions } from './container/commit-container.js';
 import { removeContainer } from './container/remove-container.js';
+import { copyFromContainer, copyFromContainerTar, copyToContainer, type CopyOptions } from './container/container-cp.js';
+import { createVolume, inspectVolume, listVolumes, pruneVolumes, removeVolume, type CreateVolumeOptions } from './volume/manage-volumes.js';
 import { diskUsage } from './system/disk-usage.js';
 import { systemInfo, versionInfo } from './system/system-info.js';
 import { systemPrune } from './system/system-prune.js';
@@ -127,8 +129,34 @@ export class Engine extends EventEmitter {
   export(idOrName: string) {
     return exportContainer(this.s, idOrName);
   }
-  rm(idOrName: string, opts: { force?: boolean } = {}) {
+  rm(idOrName: string, opts: { force?: boolean; volumes?: boolean } = {}) {
     return removeContainer(this.s, idOrName, opts);
+  }
+  copyTo(idOrName: string, dstPath: string, source: { path: string } | { tar: AsyncIterable<Buffer> }, opts: CopyOptions = {}) {
+    return copyToContainer(this.s, idOrName, dstPath, source, opts);
+  }
+  copyFrom(idOrName: string, srcPath: string, dstPath: string, opts: CopyOptions = {}) {
+    return copyFromContainer(this.s, idOrName, srcPath, dstPath, opts);
+  }
+  copyFromTar(idOrName: string, srcPath: string, opts: CopyOptions = {}) {
+    return copyFromContainerTar(this.s, idOrName, srcPath, opts);
+  }
+
+  // --- volumes ---
+  createVolume(opts: CreateVolumeOptions = {}) {
+    return createVolume(this.s, opts);
+  }
+  volumes(filters: string[] = []) {
+    return listVolumes(this.s, filters);
+  }
+  inspectVolume(name: string) {
+    return inspectVolume(this.s, name);
+  }
+  removeVolume(name: string, opts: { force?: boolean } = {}) {
+    return removeVolume(this.s, name, opts);
+  }
+  pruneVolumes(opts: { all?: boolean; filters?: string[] } = {}) {
+    return pruneVolumes(this.s, opts);
   }
 
   // --- system ---

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { CliContext } from './main.js';
-import { eachReporting, outputStream, printJSON, shortId } from './io.js';
+import { eachReporting, inputStream, outputStream, printJSON, shortId } from './io.js';
 import { ago, humanSize, table } from './human.js';
 import { invalidArgument, isStrataError, notFound } from '../errors.js';
 import { parseStorageOpts } from '../config.js';
@@ -29,7 +29,11 @@ export function registerContainerCommands(program: Command, ctx: CliContext): vo
       .option('-l, --label <k=v>', 'set metadata on a container', collect, [])
       .option('--entrypoint <cmd>', 'overwrite the default ENTRYPOINT of the image')
       .option('--storage-opt <k=v>', 'storage driver options for the container', collect, [])
-      .action(async (image: string, command: string[], o: { name?: string; env: string[]; workdir?: string; user?: string; hostname?: string; label: string[]; entrypoint?: string; storageOpt: string[] }) => {
+      .option('-v, --volume <spec>', 'bind mount a volume ([SOURCE:]TARGET[:ro|rw|nocopy])', collect, [])
+      .option('--mount <csv>', 'attach a filesystem mount (type=volume|bind|tmpfs,source=,target=,readonly,volume-nocopy)', collect, [])
+      .option('--volumes-from <container[:ro|rw]>', 'mount volumes from the specified container', collect, [])
+      .option('--read-only', "mount the container's root filesystem as read only")
+      .action(async (image: string, command: string[], o: { name?: string; env: string[]; workdir?: string; user?: string; hostname?: string; label: string[]; entrypoint?: string; storageOpt: string[]; volume: string[]; mount: string[]; volumesFrom: string[]; readOnly?: boolean }) => {
         const e = await ctx.engine();
         const c = await e.create({
           image,
@@ -42,6 +46,7 @@ export function registerContainerCommands(program: Command, ctx: CliContext): vo
           labels: labels(o.label),
           entrypoint: o.entrypoint !== undefined ? [o.entrypoint] : undefined,
           storageOpt: o.storageOpt.length > 0 ? parseStorageOpts(o.storageOpt) : undefined,
+          mounts: { volumes: o.volume, mounts: o.mount, volumesFrom: o.volumesFrom, readOnly: o.readOnly },
         });
         process.stdout.write(`${c.ID}\n`);
       });
@@ -178,7 +183,8 @@ export function registerContainerCommands(program: Command, ctx: CliContext): vo
       .description('Remove one or more containers')
       .argument('<container...>')
       .option('-f, --force', 'force the removal of a running container')
-      .action(async (names: string[], o: { force?: boolean }) => {
+      .option('-v, --volumes', 'remove anonymous volumes associated with the container')
+      .action(async (names: string[], o: { force?: boolean; volumes?: boolean }) => {
         const e = await ctx.engine();
         await eachReporting(names, async (n) => {
           await e.rm(n, o);
@@ -187,4 +193,38 @@ export function registerContainerCommands(program: Command, ctx: CliContext): vo
       });
   rm(program, 'rm');
   rm(container, 'rm');
+
+  const cp = (cmd: Command) =>
+    cmd
+      .command('cp')
+      .description('Copy files/folders between a container and the local filesystem (- for a tar stream on stdin/stdout)')
+      .argument('<src>', 'CONTAINER:SRC_PATH, LOCALPATH or -')
+      .argument('<dst>', 'CONTAINER:DEST_PATH, LOCALPATH or -')
+      .option('-a, --archive', 'archive mode (copy all uid/gid information)')
+      .option('-L, --follow-link', 'always follow symbol link in SRC_PATH')
+      .action(async (srcArg: string, dstArg: string, o: { archive?: boolean; followLink?: boolean }) => {
+        const src = splitCpArg(srcArg);
+        const dst = splitCpArg(dstArg);
+        const opts = { archive: o.archive, followLink: o.followLink };
+        if (src.container !== null && dst.container !== null) throw invalidArgument('copying between containers is not supported');
+        if (src.container === null && dst.container === null) throw invalidArgument('must specify at least one container source');
+        const e = await ctx.engine();
+        if (src.container !== null) {
+          if (dst.path === '-') await outputStream(await e.copyFromTar(src.container, src.path, opts), undefined);
+          else await e.copyFrom(src.container, src.path, dst.path, opts);
+          return;
+        }
+        const source = src.path === '-' ? { tar: inputStream('-', 'a tar archive') } : { path: src.path };
+        await e.copyTo(dst.container!, dst.path, source, opts);
+      });
+  cp(program);
+  cp(container);
+}
+
+/** docker's splitCpArg: `CONTAINER:PATH`, unless the argument is an absolute or `.`-relative local path. */
+function splitCpArg(arg: string): { container: string | null; path: string } {
+  const i = arg.indexOf(':');
+  if (arg.startsWith('/') || arg.startsWith('.') || i < 0) return { container: null, path: arg };
+  if (i === 0) throw invalidArgument(`invalid container name in "${arg}"`);
+  return { container: arg.slice(0, i), path: arg.slice(i + 1) };
 }

@@ -4,6 +4,7 @@ import { exitCodeOf, StrataError } from '../errors.js';
 import { registerImageCommands } from './image-commands.js';
 import { registerContainerCommands } from './container-commands.js';
 import { registerSystemCommands } from './system-commands.js';
+import { registerVolumeCommands } from './volume-commands.js';
 
 /** How a command reaches the engine: opened lazily, with the global flags, by the commands that need one. */
 export interface CliContext {
@@ -41,6 +42,7 @@ export async function main(argv: string[]): Promise<number> {
   registerImageCommands(program, ctx);
   registerContainerCommands(program, ctx);
   registerSystemCommands(program, ctx);
+  registerVolumeCommands(program, ctx);
 
   try {
     await program.parseAsync(argv);

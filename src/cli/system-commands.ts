@@ -20,6 +20,8 @@ export function registerSystemCommands(program: Command, ctx: CliContext): void 
       const ctrSize = du.Containers.reduce((n, c) => n + (c.SizeRw ?? 0), 0);
       const running = du.Containers.filter((c) => c.State === 'running');
       const reclaimCtr = du.Containers.filter((c) => c.State !== 'running').reduce((n, c) => n + (c.SizeRw ?? 0), 0);
+      const volSize = du.Volumes.reduce((n, v) => n + v.UsageData.Size, 0);
+      const reclaimVol = du.Volumes.filter((v) => v.UsageData.RefCount === 0).reduce((n, v) => n + v.UsageData.Size, 0);
       if (!o.verbose) {
         process.stdout.write(
           table(
@@ -27,7 +29,7 @@ export function registerSystemCommands(program: Command, ctx: CliContext): void 
             [
               ['Images', String(du.Images.length), String(activeImages.length), humanSize(du.LayersSize), `${humanSize(reclaimImages)}${pct(reclaimImages, du.LayersSize)}`],
               ['Containers', String(du.Containers.length), String(running.length), humanSize(ctrSize), `${humanSize(reclaimCtr)}${pct(reclaimCtr, ctrSize)}`],
-              ['Local Volumes', '0', '0', '0B', '0B'],
+              ['Local Volumes', String(du.Volumes.length), String(du.Volumes.filter((v) => v.UsageData.RefCount > 0).length), humanSize(volSize), `${humanSize(reclaimVol)}${pct(reclaimVol, volSize)}`],
               ['Build Cache', '0', '0', '0B', '0B'],
             ],
           ),
@@ -51,7 +53,7 @@ export function registerSystemCommands(program: Command, ctx: CliContext): void 
         ),
       );
       process.stdout.write('\nLocal Volumes space usage:\n\n');
-      process.stdout.write(table(['VOLUME NAME', 'LINKS', 'SIZE'], []));
+      process.stdout.write(table(['VOLUME NAME', 'LINKS', 'SIZE'], du.Volumes.map((v) => [v.Name, String(v.UsageData.RefCount), humanSize(v.UsageData.Size)])));
       process.stdout.write('\nBuild cache usage: 0B\n');
     });
 

@@ -5,6 +5,8 @@ import { withFileLock } from '../util/lock.js';
 import type { Digest } from '../util/digest.js';
 import { conflict, invalidArgument, isErrno, notFound } from '../errors.js';
 import type { ContainerConfig } from '../image/manifest.js';
+import type { MountPoint } from './mount-spec.js';
+import type { ContainerHostConfig } from './container-mounts.js';
 
 /** A container as `config.v2.json` records it (the subset of Docker's fields strata fills). */
 export interface ContainerRecord {
@@ -17,6 +19,9 @@ export interface ContainerRecord {
   Driver: string;
   Config: ContainerConfig & { Image: string; Hostname: string };
   State: { Status: 'created' | 'running' | 'exited'; Running: boolean; ExitCode: number; StartedAt: string; FinishedAt: string; Pid: number };
+  /** Volumes, binds and tmpfs by destination (Docker's MountPoints); absent on records made before volumes. */
+  MountPoints?: Record<string, MountPoint>;
+  HostConfig?: ContainerHostConfig;
 }
 
 /** Containers under `<data-root>/containers/<id>/`, names unique across processes (checked under a lock). */

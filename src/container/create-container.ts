@@ -5,6 +5,8 @@ import { imageTopLayer } from '../image/image-layers.js';
 import { setupInitLayer } from './init-layer.js';
 import { randomName, validateName } from './names.js';
 import type { ContainerRecord } from './container-store.js';
+import { createMounts, planMounts, type MountFlags } from './container-mounts.js';
+import { removeVolumesQuietly } from '../volume/manage-volumes.js';
 
 export interface CreateContainerOptions {
   image: string;
@@ -19,6 +21,8 @@ export interface CreateContainerOptions {
   labels?: Record<string, string>;
   /** Per-container storage options (`size` on overlay2 with xfs quota). */
   storageOpt?: Record<string, string>;
+  /** `-v`, `--mount`, `--volumes-from`, `--read-only`. */
+  mounts?: MountFlags;
 }
 
 /** A new container: image top layer -> `<mount-id>-init` -> the container's read-write layer. */
@@ -26,6 +30,7 @@ export async function createContainer(s: Stores, opts: CreateContainerOptions): 
   const image = await resolveImage(s, opts.image);
   const id = randomBytes(32).toString('hex');
   const imgCfg = image.config.config ?? {};
+  const plan = await planMounts(s, opts.mounts ?? {}, Object.keys(imgCfg.Volumes ?? {}));
   const rec: ContainerRecord = {
     ID: id,
     Created: new Date().toISOString(),
@@ -42,15 +47,24 @@ export async function createContainer(s: Stores, opts: CreateContainerOptions): 
       WorkingDir: opts.workingDir ?? imgCfg.WorkingDir ?? '',
       User: opts.user ?? imgCfg.User ?? '',
       Labels: { ...(imgCfg.Labels ?? {}), ...(opts.labels ?? {}) },
+      ...(plan.configVolumes.length > 0 ? { Volumes: { ...(imgCfg.Volumes ?? {}), ...Object.fromEntries(plan.configVolumes.map((v) => [v, {}])) } } : {}),
     },
     State: { Status: 'created', Running: false, ExitCode: 0, StartedAt: '0001-01-01T00:00:00Z', FinishedAt: '0001-01-01T00:00:00Z', Pid: 0 },
+    HostConfig: plan.hostConfig,
   };
   // Checked early to fail fast, and again under the lock: layers come first so a visible container always has them.
   await s.containers.checkNameFree(rec.Name);
   const mount = await s.layers.createRWLayer(id, imageTopLayer(image), (root) => setupInitLayer(root), opts.storageOpt);
+  const createdVolumes: string[] = [];
   try {
-    await s.containers.lock(() => s.containers.add(rec));
+    // Volumes are made under the containers' lock, so `volume rm`/`prune` never sees one before its user.
+    await s.containers.lock(async () => {
+      await s.containers.checkNameFree(rec.Name);
+      rec.MountPoints = await createMounts(s, plan, mount.mountID, createdVolumes);
+      await s.containers.add(rec);
+    });
   } catch (e) {
+    await removeVolumesQuietly(s, createdVolumes);
     await s.layers.releaseRWLayer(mount);
     throw e;
   }

@@ -18,9 +18,12 @@ export async function inspectContainer(s: Stores, idOrName: string, opts: { size
     Driver: c.Driver,
     Platform: 'linux',
     GraphDriver: { Name: s.driver.name, Data: await s.driver.metadata(mount.mountID) },
-    Mounts: [],
+    Mounts: Object.values(c.MountPoints ?? {})
+      .sort((a, b) => a.Destination.localeCompare(b.Destination))
+      // Docker leaves Name and Driver out for binds and tmpfs.
+      .map(({ Name, Driver, ...m }) => ({ Type: m.Type, ...(Name ? { Name } : {}), Source: m.Source, Destination: m.Destination, ...(Driver ? { Driver } : {}), Mode: m.Mode, RW: m.RW, Propagation: m.Propagation })),
     Config: c.Config,
-    HostConfig: {},
+    HostConfig: c.HostConfig ?? { Binds: null, VolumesFrom: null, ReadonlyRootfs: false },
     ...(opts.size ? await containerSizes(s, c) : {}),
   };
 }

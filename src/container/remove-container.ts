@@ -1,8 +1,13 @@
 import type { Stores } from '../stores.js';
 import { conflict, isStrataError } from '../errors.js';
+import { removeVolumesQuietly, volumeUsers } from '../volume/manage-volumes.js';
+import { isAnonymous, VolumeStore } from '../volume/volume-store.js';
 
-/** `docker rm`: the container's init and read-write layers, then its record. */
-export async function removeContainer(s: Stores, idOrName: string, opts: { force?: boolean } = {}): Promise<string> {
+/**
+ * `docker rm`: the container's init and read-write layers, then its record; with `volumes` (`-v`) also its
+ * anonymous volumes that no other container uses (named volumes always stay).
+ */
+export async function removeContainer(s: Stores, idOrName: string, opts: { force?: boolean; volumes?: boolean } = {}): Promise<string> {
   const c = await s.containers.resolve(idOrName);
   if (c.State.Running && !opts.force) {
     throw conflict(`cannot remove container "${c.Name}": container is running: stop the container before removing or force remove`);
@@ -13,6 +18,18 @@ export async function removeContainer(s: Stores, idOrName: string, opts: { force
     // A removal interrupted after the layers went: finish it.
     if (!isStrataError(e, 'ErrNotFound')) throw e;
   }
-  await s.containers.remove(c.ID);
+  if (!opts.volumes) {
+    await s.containers.remove(c.ID);
+    return c.ID;
+  }
+  await s.containers.lock(async () => {
+    await s.containers.remove(c.ID);
+    const users = await volumeUsers(s);
+    const vs = new VolumeStore(s.root);
+    const names = Object.values(c.MountPoints ?? {}).filter((m) => m.Type === 'volume' && !users.has(m.Name)).map((m) => m.Name);
+    const anonymous: string[] = [];
+    for (const n of names) if ((await vs.find(n).then((v) => v && isAnonymous(v))) === true) anonymous.push(n);
+    await removeVolumesQuietly(s, anonymous);
+  });
   return c.ID;
 }

@@ -3,12 +3,13 @@ import type { Digest } from '../util/digest.js';
 import { chainIDs } from '../layer/chain-id.js';
 import { listImages, type ImageSummary } from '../image/list-images.js';
 import { listContainers, type ContainerSummary } from '../container/list-containers.js';
+import { volumesUsage, type VolumeUsage } from '../volume/manage-volumes.js';
 
 export interface DiskUsage {
   LayersSize: number;
   Images: ImageSummary[];
   Containers: ContainerSummary[];
-  Volumes: unknown[];
+  Volumes: VolumeUsage[];
   BuildCache: unknown[];
 }
 
@@ -36,7 +37,7 @@ export async function diskUsage(s: Stores): Promise<DiskUsage> {
     LayersSize: layersSize,
     Images: images,
     Containers: await listContainers(s, { all: true, size: true }),
-    Volumes: [],
+    Volumes: await volumesUsage(s),
     BuildCache: [],
   };
 }
