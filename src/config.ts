@@ -9,6 +9,17 @@ export interface EngineConfig {
   /** Unset: chosen like Docker (prior state, then the priority list). */
   storageDriver?: string;
   storageOpts: Record<string, string>;
+  registry: RegistryConfig;
+}
+
+/** How pull and push reach registries (daemon.json keys of the same names). */
+export interface RegistryConfig {
+  /** Hosts (`host[:port]`) or CIDRs reached over plain HTTP or unverified TLS; 127.0.0.0/8 and localhost always are, as in Docker. */
+  insecureRegistries: string[];
+  /** Mirrors of Docker Hub (`https://mirror.example`), tried in order before docker.io. */
+  registryMirrors: string[];
+  maxConcurrentDownloads: number;
+  maxConcurrentUploads: number;
 }
 
 /** What the user said, each source optional: flags win over the environment, which wins over the file. */
@@ -25,6 +36,10 @@ interface DaemonJson {
   'data-root'?: string;
   'storage-driver'?: string;
   'storage-opts'?: string[];
+  'insecure-registries'?: string[];
+  'registry-mirrors'?: string[];
+  'max-concurrent-downloads'?: number;
+  'max-concurrent-uploads'?: number;
 }
 
 export function defaultDataRoot(env: NodeJS.ProcessEnv = process.env): string {
@@ -64,11 +79,25 @@ function readDaemonJson(path: string): DaemonJson {
     if (j[k] !== undefined && typeof j[k] !== 'string') throw invalidArgument(`config file ${path}: "${k}" must be a string`);
     return j[k] as string | undefined;
   };
-  const opts = j['storage-opts'];
-  if (opts !== undefined && !(Array.isArray(opts) && opts.every((o) => typeof o === 'string'))) {
-    throw invalidArgument(`config file ${path}: "storage-opts" must be an array of strings`);
-  }
-  return { 'data-root': str('data-root'), 'storage-driver': str('storage-driver'), 'storage-opts': opts as string[] | undefined };
+  const strings = (k: string) => {
+    const v = j[k];
+    if (v !== undefined && !(Array.isArray(v) && v.every((o) => typeof o === 'string'))) throw invalidArgument(`config file ${path}: "${k}" must be an array of strings`);
+    return v as string[] | undefined;
+  };
+  const count = (k: string) => {
+    const v = j[k];
+    if (v !== undefined && !(typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= 64)) throw invalidArgument(`config file ${path}: "${k}" must be an integer from 1 to 64`);
+    return v as number | undefined;
+  };
+  return {
+    'data-root': str('data-root'),
+    'storage-driver': str('storage-driver'),
+    'storage-opts': strings('storage-opts'),
+    'insecure-registries': strings('insecure-registries'),
+    'registry-mirrors': strings('registry-mirrors'),
+    'max-concurrent-downloads': count('max-concurrent-downloads'),
+    'max-concurrent-uploads': count('max-concurrent-uploads'),
+  };
 }
 
 export function resolveConfig(src: ConfigSources = {}): EngineConfig {
@@ -79,5 +108,11 @@ export function resolveConfig(src: ConfigSources = {}): EngineConfig {
     dataRoot: resolve(dataRoot),
     storageDriver: src.storageDriver ?? file['storage-driver'],
     storageOpts: parseStorageOpts(src.storageOpts ?? file['storage-opts'] ?? []),
+    registry: {
+      insecureRegistries: file['insecure-registries'] ?? [],
+      registryMirrors: file['registry-mirrors'] ?? [],
+      maxConcurrentDownloads: file['max-concurrent-downloads'] ?? 3,
+      maxConcurrentUploads: file['max-concurrent-uploads'] ?? 5,
+    },
   };
 }

@@ -28,6 +28,10 @@ import { createVolume, inspectVolume, listVolumes, pruneVolumes, removeVolume, t
 import { diskUsage } from './system/disk-usage.js';
 import { systemInfo, versionInfo } from './system/system-info.js';
 import { systemPrune } from './system/system-prune.js';
+import { pullImage, type PullOptions } from './registry/pull-image.js';
+import { pushImage, type PushOptions } from './registry/push-image.js';
+import { login, logout } from './registry/login.js';
+import type { Credentials } from './registry/credentials.js';
 
 /**
  * strata's engine: one data-root, one storage driver, the image, layer and container stores over it.
@@ -102,6 +106,18 @@ export class Engine extends EventEmitter {
   }
   pruneImages(opts: { all?: boolean } = {}) {
     return pruneImages(this.s, opts);
+  }
+  pull(ref: string, opts: PullOptions = {}) {
+    return pullImage(this.s, this.config.registry, ref, opts);
+  }
+  push(ref: string, opts: PushOptions = {}) {
+    return pushImage(this.s, this.config.registry, ref, opts);
+  }
+  login(server: string | undefined, credentials: Credentials) {
+    return login(this.config.registry, server, credentials);
+  }
+  logout(server: string | undefined) {
+    return logout(server);
   }
 
   // --- containers ---

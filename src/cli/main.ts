@@ -4,6 +4,7 @@ import { exitCodeOf, StrataError } from '../errors.js';
 import { registerImageCommands } from './image-commands.js';
 import { registerContainerCommands } from './container-commands.js';
 import { registerSystemCommands } from './system-commands.js';
+import { registerRegistryCommands } from './registry-commands.js';
 import { registerVolumeCommands } from './volume-commands.js';
 
 /** How a command reaches the engine: opened lazily, with the global flags, by the commands that need one. */
@@ -42,6 +43,7 @@ export async function main(argv: string[]): Promise<number> {
   registerImageCommands(program, ctx);
   registerContainerCommands(program, ctx);
   registerSystemCommands(program, ctx);
+  registerRegistryCommands(program, ctx);
   registerVolumeCommands(program, ctx);
 
   try {
