@@ -34,7 +34,7 @@ export async function createContainer(s: Stores, opts: CreateContainerOptions): 
   const rec: ContainerRecord = {
     ID: id,
     Created: new Date().toISOString(),
-    Name: `/${opts.name !== undefined ? validateName(opts.name) : randomName()}`,
+    Name: `/${opts.name !== undefined ? validateName(opts.name) : randomName(await takenNames(s))}`,
     Image: image.id,
     Driver: s.driver.name,
     Config: {
@@ -59,6 +59,8 @@ export async function createContainer(s: Stores, opts: CreateContainerOptions): 
   try {
     // Volumes are made under the containers' lock, so `volume rm`/`prune` never sees one before its user.
     await s.containers.lock(async () => {
+      // A generated name another process took meanwhile is simply generated again.
+      if (opts.name === undefined) rec.Name = `/${randomName(await takenNames(s))}`;
       await s.containers.checkNameFree(rec.Name);
       rec.MountPoints = await createMounts(s, plan, mount.mountID, createdVolumes);
       await s.containers.add(rec);
@@ -69,4 +71,8 @@ export async function createContainer(s: Stores, opts: CreateContainerOptions): 
     throw e;
   }
   return rec;
+}
+
+async function takenNames(s: Stores): Promise<Set<string>> {
+  return new Set((await s.containers.list()).map((c) => c.Name.slice(1)));
 }

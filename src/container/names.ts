@@ -5,8 +5,13 @@ import { invalidArgument } from '../errors.js';
 const LEFT = ['admiring', 'brave', 'calm', 'clever', 'eager', 'focused', 'gallant', 'happy', 'jolly', 'keen', 'lucid', 'modest', 'nifty', 'quirky', 'serene', 'stoic', 'tender', 'vibrant', 'wizardly', 'zealous'];
 const RIGHT = ['babbage', 'curie', 'darwin', 'euler', 'fermi', 'galois', 'hopper', 'hypatia', 'kepler', 'lamarr', 'lovelace', 'noether', 'pascal', 'ritchie', 'shannon', 'thompson', 'turing', 'wozniak', 'yalow', 'zuse'];
 
-export function randomName(): string {
-  return `${LEFT[randomInt(LEFT.length)]}_${RIGHT[randomInt(RIGHT.length)]}`;
+/** A random name not in `taken`; like docker, a digit is appended when the plain names run short. */
+export function randomName(taken: ReadonlySet<string>): string {
+  for (let attempt = 0; ; attempt++) {
+    let name = `${LEFT[randomInt(LEFT.length)]}_${RIGHT[randomInt(RIGHT.length)]}`;
+    for (let d = 0; d < Math.floor(attempt / 10); d++) name += String(randomInt(10));
+    if (!taken.has(name)) return name;
+  }
 }
 
 const NAME_RE = /^\/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$/;
