@@ -1,4 +1,5 @@
-import { mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, readdir, readlink, rename, rm, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../util/atomic.js';
 import { withFileLock } from '../util/lock.js';
@@ -24,7 +25,7 @@ export interface ContainerRecord {
   HostConfig?: ContainerHostConfig;
 }
 
-/** Containers under `<data-root>/containers/<id>/`, names unique across processes (checked under a lock). */
+/** Containers under `<data-root>/containers/<id>/`; names kept unique across processes by an index of symlinks. */
 export class ContainerStore {
   private readonly dir: string;
 
@@ -67,29 +68,59 @@ export class ContainerStore {
     return out;
   }
 
-  /** Find by full id, unique id prefix or name (with or without `/`), as docker does. */
+  private namePath(name: string): string {
+    return join(this.dir, '.names', name.replace(/^\//, ''));
+  }
+
+  /** The id holding a name (with or without `/`), from the name index: `.names/<name>` -> id. */
+  private async nameHolder(name: string): Promise<string | undefined> {
+    return readlink(this.namePath(name)).catch((e) => {
+      if (isErrno(e, 'ENOENT') || isErrno(e, 'EINVAL')) return undefined;
+      throw e;
+    });
+  }
+
+  /** Every name in use, without `/`. */
+  async names(): Promise<Set<string>> {
+    return new Set(await readdir(join(this.dir, '.names')).catch(() => []));
+  }
+
+  /** Find by full id, name (with or without `/`) or unique id prefix, as docker does. */
   async resolve(idOrName: string): Promise<ContainerRecord> {
     if (idOrName === '') throw invalidArgument('container name or id must not be empty');
-    const all = await this.list();
-    const exact = all.find((c) => c.ID === idOrName || c.Name === `/${idOrName.replace(/^\//, '')}`);
-    if (exact) return exact;
-    const byPrefix = /^[a-f0-9]+$/.test(idOrName) ? all.filter((c) => c.ID.startsWith(idOrName)) : [];
-    if (byPrefix.length === 1) return byPrefix[0]!;
+    if (/^[a-f0-9]{64}$/.test(idOrName) && existsSync(join(this.dir, idOrName))) return this.get(idOrName);
+    if (!idOrName.slice(1).includes('/')) {
+      const holder = await this.nameHolder(idOrName);
+      if (holder !== undefined) return this.get(holder);
+    }
+    const byPrefix = /^[a-f0-9]+$/.test(idOrName) ? (await this.ids()).filter((id) => id.startsWith(idOrName)) : [];
+    if (byPrefix.length === 1) return this.get(byPrefix[0]!);
     if (byPrefix.length > 1) throw invalidArgument(`multiple containers match the prefix ${idOrName}`);
     throw notFound(`No such container: ${idOrName}`);
   }
 
   async checkNameFree(name: string): Promise<void> {
-    const holder = (await this.list()).find((c) => c.Name === name);
-    if (holder) {
-      throw conflict(`Conflict. The container name "${name}" is already in use by container "${holder.ID}". You have to remove (or rename) that container to be able to reuse that name.`);
+    const holder = await this.nameHolder(name);
+    if (holder !== undefined) {
+      throw conflict(`Conflict. The container name "${name}" is already in use by container "${holder}". You have to remove (or rename) that container to be able to reuse that name.`);
     }
   }
 
-  /** Save a new container; the caller holds `lock` so the name check and the write are one step. */
+  /** Save a new container, taking its name first: the symlink's creation is atomic across processes. */
   async add(rec: ContainerRecord): Promise<void> {
-    await this.checkNameFree(rec.Name);
-    await this.save(rec);
+    await mkdir(join(this.dir, '.names'), { recursive: true });
+    try {
+      await symlink(rec.ID, this.namePath(rec.Name));
+    } catch (e) {
+      if (isErrno(e, 'EEXIST')) await this.checkNameFree(rec.Name);
+      throw e;
+    }
+    try {
+      await this.save(rec);
+    } catch (e) {
+      await rm(this.namePath(rec.Name), { force: true });
+      throw e;
+    }
   }
 
   async save(rec: ContainerRecord): Promise<void> {
@@ -97,6 +128,8 @@ export class ContainerStore {
   }
 
   async remove(id: string): Promise<void> {
+    const rec = await this.get(id).catch(() => undefined);
+    if (rec !== undefined && (await this.nameHolder(rec.Name)) === id) await rm(this.namePath(rec.Name), { force: true });
     const removing = join(this.dir, `${id}-removing`);
     await rename(join(this.dir, id), removing).catch((e) => {
       if (!isErrno(e, 'ENOENT')) throw e;

@@ -34,7 +34,7 @@ export async function createContainer(s: Stores, opts: CreateContainerOptions): 
   const rec: ContainerRecord = {
     ID: id,
     Created: new Date().toISOString(),
-    Name: `/${opts.name !== undefined ? validateName(opts.name) : randomName(await takenNames(s))}`,
+    Name: `/${opts.name !== undefined ? validateName(opts.name) : randomName(await s.containers.names())}`,
     Image: image.id,
     Driver: s.driver.name,
     Config: {
@@ -60,7 +60,7 @@ export async function createContainer(s: Stores, opts: CreateContainerOptions): 
     // Volumes are made under the containers' lock, so `volume rm`/`prune` never sees one before its user.
     await s.containers.lock(async () => {
       // A generated name another process took meanwhile is simply generated again.
-      if (opts.name === undefined) rec.Name = `/${randomName(await takenNames(s))}`;
+      if (opts.name === undefined) rec.Name = `/${randomName(await s.containers.names())}`;
       await s.containers.checkNameFree(rec.Name);
       rec.MountPoints = await createMounts(s, plan, mount.mountID, createdVolumes);
       await s.containers.add(rec);
@@ -71,8 +71,4 @@ export async function createContainer(s: Stores, opts: CreateContainerOptions): 
     throw e;
   }
   return rec;
-}
-
-async function takenNames(s: Stores): Promise<Set<string>> {
-  return new Set((await s.containers.list()).map((c) => c.Name.slice(1)));
 }
