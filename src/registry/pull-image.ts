@@ -103,7 +103,7 @@ async function pullOne(s: Stores, cfg: RegistryConfig, ref: Reference, opts: Pul
   }
   const want = opts.platform ? parsePlatform(opts.platform) : currentPlatform();
   return withEndpoints(s, cfg, ref, opts, 'pulling', async (client, ep) => {
-    emit(s, { id: ref.tag ?? ref.digest!, status: `Pulling from ${familiarName(ref)}` });
+    emit(s, { id: ref.tag ?? ref.digest!, status: `Pulling from ${ref.path}` });
     const top = await fetchManifest(client, ref.digest ?? ref.tag!);
     let manifestDoc: RawDocument<Manifest> = top;
     if (isIndex(top.parsed)) {

@@ -160,6 +160,7 @@ export class RegistryClient {
    * exponential backoff on network failures and on 408/429/5xx, waiting as long as Retry-After says (capped).
    */
   async send(method: string, target: string | URL, opts: SendOptions = {}): Promise<HttpResponse> {
+    await this.ping();
     let url = typeof target === 'string' ? this.url(target) : target;
     let reauthed = false;
     let redirects = 0;
