@@ -25,7 +25,6 @@ const agents = {
   httpsInsecure: new https.Agent({ keepAlive: true, maxSockets: 32, rejectUnauthorized: false }),
 };
 
-const CONNECT_TIMEOUT_MS = 30_000;
 /** A stalled connection (no byte for this long) is dropped, and a blob download resumes on a new one. */
 const IDLE_TIMEOUT_MS = 60_000;
 
@@ -76,12 +75,11 @@ export function httpRequest(url: URL, opts: HttpRequestOptions): Promise<HttpRes
     const agent = secure ? (opts.insecureTls ? agents.httpsInsecure : agents.https) : agents.http;
     const headers: Record<string, string> = { 'user-agent': 'strata/0.1', ...opts.headers };
     if (Buffer.isBuffer(opts.body)) headers['content-length'] = String(opts.body.length);
-    const req = mod.request(url, { method: opts.method, headers, agent, timeout: CONNECT_TIMEOUT_MS }, (res) => {
-      req.setTimeout(0);
-      res.socket.setTimeout(IDLE_TIMEOUT_MS, () => res.destroy(Object.assign(new Error('connection stalled'), { code: 'ETIMEDOUT' })));
+    // The socket timeout covers connecting and every wait for bytes, response body included.
+    const req = mod.request(url, { method: opts.method, headers, agent, timeout: IDLE_TIMEOUT_MS }, (res) => {
       resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res, url });
     });
-    req.on('timeout', () => req.destroy(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' })));
+    req.on('timeout', () => req.destroy(Object.assign(new Error('connection stalled'), { code: 'ETIMEDOUT' })));
     req.on('error', (e) => reject(networkError(e, url.host)));
     if (opts.body === undefined) req.end();
     else if (Buffer.isBuffer(opts.body)) req.end(opts.body);

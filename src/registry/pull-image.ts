@@ -310,9 +310,8 @@ async function pullLayers(s: Stores, cfg: RegistryConfig, client: RegistryClient
       }
       parent = chain;
     }
-    for (const [i, desc] of layers.entries()) {
-      if (!present[i]) await sources.add(diffIDs[i]!, { digest: desc.digest, size: desc.size, mediaType: desc.mediaType, repository });
-    }
+    // The repository has every blob of the manifest, downloaded or not: a later push may mount from it.
+    for (const [i, desc] of layers.entries()) await sources.add(diffIDs[i]!, { digest: desc.digest, size: desc.size, mediaType: desc.mediaType, repository });
   } catch (e) {
     failed = true;
     for (const b of active) b.destroy();
