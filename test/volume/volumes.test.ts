@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { busyboxImage, dockerArchive } from '../fixtures/images.js';
 import { runOk } from '../fixtures/run.js';
 import { collect, ENGINE_DRIVERS, openTestStore, storeListing, type TestStore } from '../helpers/engine.js';
+import { isRoot, requireCap } from '../helpers/caps.js';
 import type { StrataError } from '../../src/errors.js';
 
 interface InspectMount {
@@ -86,7 +87,8 @@ for (const driver of ENGINE_DRIVERS) {
       await e().removeVolume('vol-gone', { force: true });
     });
 
-    it('-o type=none,o=bind,device=DIR mounts the device on the volume at use', { skip: process.getuid?.() !== 0 }, async () => {
+    it('-o type=none,o=bind,device=DIR mounts the device on the volume at use', async (t) => {
+      if (!requireCap(t, 'root (mount)', isRoot)) return;
       const dev = join(work, 'device');
       await mkdir(dev);
       await writeFile(join(dev, 'on-device'), 'dev\n');
