@@ -1,5 +1,5 @@
 import { lstatSync, readdirSync, realpathSync, statSync, type Stats } from 'node:fs';
-import { basename, dirname, resolve as resolveHost } from 'node:path';
+import { basename, dirname, posix, resolve as resolveHost } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Stores } from '../stores.js';
 import type { Change } from '../driver/driver.js';
@@ -105,7 +105,7 @@ function treeChanges(host: string): Change[] {
 }
 
 /** Tar entries renamed from top name `from` to `to` ('.' = the directory extracted into), owners optionally replaced. */
-async function* renamed(tar: AsyncIterable<Buffer>, from: string | null, to: string, owner: { uid: number; gid: number } | null): AsyncGenerator<TarWriteEntry> {
+async function* renamed(tar: AsyncIterable<Buffer>, from: string | null, to: string, owner: { uid: number; gid: number } | null, guard?: (name: string) => void): AsyncGenerator<TarWriteEntry> {
   const rename = (n: string) => {
     const dir = n.endsWith('/');
     const x = n.replace(/^(\.\/)+/, '').replace(/\/+$/, '');
@@ -114,6 +114,7 @@ async function* renamed(tar: AsyncIterable<Buffer>, from: string | null, to: str
   };
   for await (const e of readTar(tar)) {
     const h = { ...e.header, name: rename(e.header.name) };
+    guard?.(h.name);
     if (h.type === 'hardlink') h.linkname = rename(h.linkname);
     if (owner) Object.assign(h, { uid: owner.uid, gid: owner.gid, uname: '', gname: '' });
     yield h.type === 'file' && h.size > 0 ? { header: h, body: e.body() } : { header: h };
@@ -134,12 +135,27 @@ function extract(dir: string, tar: AsyncIterable<Buffer>): Promise<unknown> {
   });
 }
 
-function containerDest(view: ContainerView, p: string, shown: string): Dest {
+/**
+ * Entries of a copy into container directory `dirC` that would land on a mount point below it would be
+ * written into the layer under the mount: refused (copy into the mount's path instead). Null when no
+ * mount lies below `dirC`, the common case.
+ */
+function crossingGuard(view: ContainerView, dirC: string): ((name: string) => void) | null {
+  const below = view.mounts.filter((m) => m.Destination !== dirC && m.Destination.startsWith(dirC === '/' ? '/' : dirC + '/'));
+  if (below.length === 0) return null;
+  return (name) => {
+    const c = posix.join(dirC, name).replace(/(.)\/$/, '$1');
+    const m = below.find((x) => c === x.Destination || c.startsWith(x.Destination + '/'));
+    if (m) throw invalidArgument(`cannot copy ${name}: it crosses the mount point ${m.Destination}; copy into ${m.Destination} itself`);
+  };
+}
+
+function containerDest(view: ContainerView, p: string, shown: string): Dest & { containerPath: string } {
   if (!p.startsWith('/')) p = '/' + p;
   const r = resolveContainerPath(view, p, true);
   if (r.mount && !r.mount.RW) throw new StrataError('ErrForbidden', `cannot copy to ${shown}: mounted volume is marked read-only`);
   if (!r.mount && view.readonlyRootfs) throw new StrataError('ErrForbidden', `cannot copy to ${shown}: container rootfs is marked read-only`);
-  return { host: r.host, stat: lstatSync(r.host, { throwIfNoEntry: false }), assertsDir: assertsDir(p), shown };
+  return { host: r.host, stat: lstatSync(r.host, { throwIfNoEntry: false }), assertsDir: assertsDir(p), shown, containerPath: r.containerPath };
 }
 
 /**
@@ -156,10 +172,14 @@ export async function copyToContainer(s: Stores, idOrName: string, dstPath: stri
     if (src === null) {
       if (!dst.stat?.isDirectory()) throw invalidArgument(`destination "${idOrName}:${dstPath}" must be a directory`);
       const tar = (source as { tar: AsyncIterable<Buffer> }).tar;
-      await extract(dst.host, owner ? writeTar(renamed(tar, null, '', owner)) : tar);
+      const guard = crossingGuard(view, dst.containerPath) ?? undefined;
+      await extract(dst.host, owner || guard ? writeTar(renamed(tar, null, '', owner, guard)) : tar);
       return;
     }
     const { dir, to } = placement(src, dst);
+    const guard = crossingGuard(view, dst.stat?.isDirectory() ? dst.containerPath : posix.dirname(dst.containerPath));
+    // Checked on the whole source list first, so a refused copy writes nothing.
+    if (guard) for (const ch of treeChanges(src.host)) guard(posix.join(to, ch.path.split('/').slice(2).join('/')));
     await extract(dir, sourceTar(src, to, owner));
   });
 }
