@@ -247,7 +247,7 @@ async function pullLayers(s: Stores, cfg: RegistryConfig, client: RegistryClient
           continue;
         }
         if (isStrataError(e, 'ErrDigestMismatch') || isStrataError(e, 'ErrSizeMismatch')) {
-          throw new StrataError(e.code, `layer ${desc.digest}: ${e.message.replace(/^ingest [^:]+: /, '')}`);
+          throw new StrataError(e.code, `layer ${desc.digest}: ${e.message.replace(`ingest ${ingestRef}: `, '')}`);
         }
         throw e;
       }

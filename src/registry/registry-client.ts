@@ -355,7 +355,10 @@ export async function statusError(res: HttpResponse, what: string, hadCredential
     const body = await readBody(res, MAX_ERROR_BODY, 'error body');
     const j = JSON.parse(body.toString('utf8')) as { errors?: Array<{ code?: string; message?: string }>; details?: string };
     const first = j.errors?.[0];
-    if (first) reason = [first.code?.toLowerCase().replace(/_/g, ' '), first.message].filter(Boolean).join(': ');
+    if (first) {
+      const code = first.code?.toLowerCase().replace(/_/g, ' ');
+      reason = code && first.message && first.message.toLowerCase() !== code ? `${code}: ${first.message}` : (first.message ?? code ?? reason);
+    }
     else if (typeof j.details === 'string') reason = j.details;
   } catch {
     res.body.destroy();
