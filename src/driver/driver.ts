@@ -37,6 +37,11 @@ export interface Driver {
   get(id: string): Promise<string>;
   /** Release one `get`; the last one unmounts. */
   put(id: string): Promise<void>;
+  /**
+   * Optional: fill a just-created read-write layer once (a container's init layer) more cheaply than
+   * get/fill/put. Without it the layer store does get/fill/put.
+   */
+  populate?(id: string, fill: (root: string) => Promise<void>): Promise<void>;
   exists(id: string): Promise<boolean>;
   /** Lines `info` shows under the driver, e.g. [['Backing Filesystem','extfs'], ['Supports d_type','true']]. */
   status(): Promise<Array<[string, string]>>;

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Driver, Change } from '../driver/driver.js';
+import { populateThroughGet } from '../driver/populate.js';
 import { Digester, digestHex, parseDigest, type Digest } from '../util/digest.js';
 import { fsyncDir } from '../util/atomic.js';
 import { withFileLock } from '../util/lock.js';
@@ -256,12 +257,7 @@ export class LayerStore {
     if (parent !== null) await writeFile(join(tmp, 'parent'), parent);
     try {
       await this.driver.createReadWrite(initID, parentLayer?.cacheID ?? null);
-      const root = await this.driver.get(initID);
-      try {
-        await initFn(root);
-      } finally {
-        await this.driver.put(initID);
-      }
+      await (this.driver.populate ? this.driver.populate(initID, initFn) : populateThroughGet(this.driver, initID, initFn));
       await this.driver.createReadWrite(mountID, initID, { storageOpt });
       await rm(join(tmp, 'pid'));
       await this.lock(async () => {
