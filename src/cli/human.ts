@@ -1,14 +1,4 @@
-/** Docker's human sizes: decimal units, three significant digits ("4.26MB", "512B"). */
-export function humanSize(bytes: number): string {
-  const units = ['B', 'kB', 'MB', 'GB', 'TB', 'PB'];
-  let i = 0;
-  let v = bytes;
-  while (v >= 1000 && i < units.length - 1) {
-    v /= 1000;
-    i++;
-  }
-  return `${Number(v.toPrecision(3))}${units[i]}`;
-}
+export { humanSize } from '../util/human-size.js';
 
 /** Docker's "N units ago" for CREATED columns. */
 export function humanDuration(ms: number): string {

@@ -1,4 +1,4 @@
-import { humanSize } from '../cli/human.js';
+import { humanSize } from '../util/human-size.js';
 
 /** One progress message, shaped like the Docker Engine API's JSON messages (what `docker pull` renders). */
 export interface ProgressEvent {

@@ -6,7 +6,7 @@ import type { ApplyHooks, Change, CreateOpts, Driver, DriverFactory, DriverOptio
 import { native } from '../../native/native.js';
 import { capability, invalidArgument, isStrataError, notFound } from '../../errors.js';
 import { execTool } from '../../util/exec.js';
-import { humanSize } from '../../cli/human.js';
+import { humanSize } from '../../util/human-size.js';
 import { backingFsName } from '../fs-magic.js';
 import { ensureRemoveAll } from '../ensure-remove.js';
 import { naiveApplyDiff, naiveChanges, naiveDiff, naiveDiffSize } from '../naive-diff.js';
