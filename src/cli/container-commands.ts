@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import type { CliContext } from './main.js';
 import { eachReporting, inputStream, outputStream, printJSON, shortId } from './io.js';
-import { ago, humanSize, table } from './human.js';
+import { ago, table } from './human.js';
+import { humanSize } from '../util/human-size.js';
 import { invalidArgument, isStrataError, notFound } from '../errors.js';
 import { parseStorageOpts } from '../config.js';
 

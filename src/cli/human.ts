@@ -1,5 +1,3 @@
-export { humanSize } from '../util/human-size.js';
-
 /** Docker's "N units ago" for CREATED columns. */
 export function humanDuration(ms: number): string {
   const s = Math.round(ms / 1000);

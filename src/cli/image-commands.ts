@@ -2,7 +2,8 @@ import { statSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { CliContext } from './main.js';
 import { eachReporting, inputStream, outputStream, printJSON, shortId } from './io.js';
-import { ago, humanSize, table } from './human.js';
+import { ago, table } from './human.js';
+import { humanSize } from '../util/human-size.js';
 import { invalidArgument } from '../errors.js';
 import type { DeleteResponse } from '../image/remove-image.js';
 

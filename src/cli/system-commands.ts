@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import type { CliContext } from './main.js';
 import { printJSON, shortId } from './io.js';
-import { ago, humanSize, table } from './human.js';
+import { ago, table } from './human.js';
+import { humanSize } from '../util/human-size.js';
 import { versionInfo } from '../system/system-info.js';
 
 const pct = (part: number, whole: number) => (whole > 0 ? ` (${Math.round((part * 100) / whole)}%)` : '');

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import type { CliContext } from './main.js';
 import { eachReporting, printJSON } from './io.js';
-import { humanSize, table } from './human.js';
+import { table } from './human.js';
+import { humanSize } from '../util/human-size.js';
 import { invalidArgument } from '../errors.js';
 
 const collect = (v: string, prev: string[]) => [...prev, v];
