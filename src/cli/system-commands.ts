@@ -50,7 +50,7 @@ export function registerSystemCommands(program: Command, ctx: CliContext): void 
       process.stdout.write(
         table(
           ['CONTAINER ID', 'IMAGE', 'COMMAND', 'LOCAL VOLUMES', 'SIZE', 'CREATED', 'STATUS', 'NAMES'],
-          du.Containers.map((c) => [shortId(c.Id), c.Image, JSON.stringify(c.Command), '0', humanSize(c.SizeRw ?? 0), ago(new Date(c.Created * 1000).toISOString()), c.Status, c.Names.map((n) => n.slice(1)).join(',')]),
+          du.Containers.map((c) => [shortId(c.Id), c.Image, JSON.stringify(c.Command), String(c.Mounts.filter((m) => m.Type === 'volume').length), humanSize(c.SizeRw ?? 0), ago(new Date(c.Created * 1000).toISOString()), c.Status, c.Names.map((n) => n.slice(1)).join(',')]),
         ),
       );
       process.stdout.write('\nLocal Volumes space usage:\n\n');

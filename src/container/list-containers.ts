@@ -1,5 +1,6 @@
 import type { Stores } from '../stores.js';
 import type { ContainerRecord } from './container-store.js';
+import type { MountPoint } from './mount-spec.js';
 import { imageSize } from '../image/image-layers.js';
 
 /** One row of `docker ps` / `GET /containers/json`. */
@@ -13,6 +14,7 @@ export interface ContainerSummary {
   State: string;
   Status: string;
   Labels: Record<string, string>;
+  Mounts: MountPoint[];
   SizeRw?: number;
   SizeRootFs?: number;
 }
@@ -43,6 +45,7 @@ export async function listContainers(s: Stores, opts: { all?: boolean; size?: bo
       State: c.State.Status,
       Status: status(c),
       Labels: c.Config.Labels ?? {},
+      Mounts: Object.values(c.MountPoints ?? {}),
       ...(opts.size ? await containerSizes(s, c) : {}),
     })),
   );
