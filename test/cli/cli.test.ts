@@ -51,6 +51,19 @@ describe('the strata CLI', () => {
     assert.match(ps.stdout, /c1\s+8B \(virtual 11B\)/);
     const committed = await strata(['commit', '-m', 'msg', 'c1', 'demo:2']);
     assert.equal(committed.code, 0, committed.stderr);
+    const quiet = (await strata(['images', '-q'])).stdout.trim().split('\n');
+    assert.equal(quiet.length, 2);
+    for (const q of quiet) assert.match(q, /^[a-f0-9]{12}$/);
+    assert.match((await strata(['images', '--digests'])).stdout, /^REPOSITORY\s+TAG\s+DIGEST\s+IMAGE ID/);
+    assert.equal((await strata(['images', '--filter', 'dangling=true', '-q'])).stdout, '');
+    assert.equal((await strata(['tag', 'demo:2', 'demo:1'])).code, 0);
+    // The old demo:1 lost its tag but is demo:2's parent: an intermediate image, shown only with -a, as docker does.
+    assert.equal((await strata(['images', '--filter', 'dangling=true', '-q'])).stdout, '');
+    assert.equal((await strata(['images', '-q'])).stdout.trim().split('\n').length, 1);
+    assert.match((await strata(['images', '-a'])).stdout, /\n<none>\s+<none>\s+[a-f0-9]{12}/);
+    const badFilter = await strata(['images', '--filter', 'color=red']);
+    assert.equal(badFilter.code, 2);
+    assert.match(badFilter.stderr, /^Error: invalid filter 'color=red'/);
     assert.match((await strata(['history', 'demo:2'])).stdout, /msg/);
     const df = await strata(['system', 'df']);
     assert.match(df.stdout, /^TYPE\s+TOTAL\s+ACTIVE\s+SIZE\s+RECLAIMABLE\nImages\s+2\s+1\s+/);
