@@ -1,0 +1,227 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile, chmod } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openUnion } from '../../src/union/open-union.js';
+
+let tmp: string;
+let n = 0;
+before(async () => {
+  tmp = await mkdtemp(join(tmpdir(), 'strata-union-'));
+});
+after(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+/** Fresh branches: `files` maps branch index → { 'rel/path': content | {dir} | {link} }. */
+async function branches(spec: Array<Record<string, string | { link: string } | { dir: true }>>): Promise<string[]> {
+  const out: string[] = [];
+  for (const files of spec) {
+    const b = join(tmp, `b${n++}`);
+    await mkdir(b);
+    for (const [rel, v] of Object.entries(files)) {
+      const p = join(b, rel);
+      await mkdir(join(p, '..'), { recursive: true });
+      if (typeof v === 'string') await writeFile(p, v);
+      else if ('link' in v) await symlink(v.link, p);
+      else await mkdir(p, { recursive: true });
+    }
+    out.push(b);
+  }
+  return out;
+}
+
+async function code(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    return (e as { code: string }).code;
+  }
+  return 'OK';
+}
+
+describe('union lookup and listing', () => {
+  it('reads top-down and merges directories without duplicates, hiding whiteouts', async () => {
+    const [up, mid, low] = await branches([
+      { 'd/top': 'T', 'd/.wh.gone': '' },
+      { 'd/x': 'mid-x', 'd/gone': 'G', 'e/.wh..wh..opq': '', 'e/new': 'n' },
+      { 'd/x': 'low-x', 'd/y': 'Y', 'e/old': 'o', 'f': 'F' },
+    ]);
+    const u = await openUnion(`${up}=rw:${mid}=ro:${low}=ro`);
+    assert.equal(await u.readFile('/d/x', 'utf8'), 'mid-x');
+    assert.deepEqual(await u.readdir('/d'), ['top', 'x', 'y']);
+    assert.deepEqual(await u.readdir('/e'), ['new']);
+    assert.deepEqual(await u.readdir('/'), ['d', 'e', 'f']);
+    assert.equal(await code(u.stat('/d/gone')), 'ENOENT');
+    assert.equal(await code(u.stat('/d/.wh.gone')), 'ENOENT');
+    const ents = await u.readdir('/', { withFileTypes: true });
+    assert.deepEqual(ents.map((e) => [e.name, e.isDirectory()]), [['d', true], ['e', true], ['f', false]]);
+    const names: string[] = [];
+    for await (const e of await u.opendir('/d')) names.push(e.name);
+    assert.deepEqual(names, ['top', 'x', 'y']);
+  });
+
+  it('raises node-shaped errors', async () => {
+    const [up, low] = await branches([{}, { f: 'x', d: { dir: true } }]);
+    const u = await openUnion([{ path: up!, mode: 'rw' }, { path: low!, mode: 'ro' }]);
+    const e = (await u.readFile('/nope').catch((x) => x)) as NodeJS.ErrnoException;
+    assert.equal(e.code, 'ENOENT');
+    assert.equal(e.syscall, 'open');
+    assert.equal(e.path, '/nope');
+    assert.match(e.message, /^ENOENT: no such file or directory, open '\/nope'$/);
+    assert.equal(await code(u.readFile('/f/x')), 'ENOTDIR');
+    assert.equal(await code(u.writeFile('/d', 'x')), 'EISDIR');
+    assert.equal(await code(u.mkdir('/d')), 'EEXIST');
+    assert.equal(await code(u.rmdir('/f')), 'ENOTDIR');
+    assert.equal(await code(u.stat('/' + 'a'.repeat(256))), 'ENAMETOOLONG');
+    await u.writeFile('/d/c', '');
+    assert.equal(await code(u.rmdir('/d')), 'ENOTEMPTY');
+    assert.equal(await code(u.rename('/d', '/d/c/e')), 'ENOTDIR');
+    assert.equal(await code(u.rename('/d', '/d/sub')), 'EINVAL');
+  });
+});
+
+describe('copy-up and whiteouts', () => {
+  it('copies a lower file up on its first write, with its metadata, leaving the lower branch untouched', async () => {
+    const [up, low] = await branches([{}, { 'etc/motd': 'hello' }]);
+    await chmod(join(low!, 'etc/motd'), 0o640);
+    const u = await openUnion(`${up}=rw:${low}=ro`);
+    await u.appendFile('/etc/motd', ' world');
+    assert.equal(await u.readFile('/etc/motd', 'utf8'), 'hello world');
+    assert.equal(await readFile(join(low!, 'etc/motd'), 'utf8'), 'hello');
+    assert.equal(await readFile(join(up!, 'etc/motd'), 'utf8'), 'hello world');
+    assert.equal((await lstat(join(up!, 'etc/motd'))).mode & 0o777, 0o640);
+    assert.equal((await u.stat('/etc/motd')).size, 11);
+  });
+
+  it('copies up on metadata-only changes (chmod, chown, utimes)', async () => {
+    const [up, low] = await branches([{}, { a: 'A', b: 'B', c: 'C' }]);
+    const u = await openUnion(`${up}=rw:${low}=ro`);
+    await u.chmod('/a', 0o600);
+    await u.chown('/b', 123, 456);
+    await u.utimes('/c', 1000, 2000);
+    assert.equal((await lstat(join(up!, 'a'))).mode & 0o777, 0o600);
+    assert.equal((await lstat(join(up!, 'b'))).uid, 123);
+    assert.equal((await lstat(join(up!, 'c'))).mtimeMs, 2000_000);
+    assert.equal(await readFile(join(up!, 'c'), 'utf8'), 'C');
+    assert.notEqual((await lstat(join(low!, 'a'))).mode & 0o777, 0o600);
+  });
+
+  it('deletes lower entries with whiteouts; creating over a whiteout replaces it; mkdir over one is opaque', async () => {
+    const [up, low] = await branches([{}, { f: 'F', 'd/x': 'X', 'd/sub/y': 'Y' }]);
+    const u = await openUnion(`${up}=rw:${low}=ro`);
+    await u.unlink('/f');
+    assert.equal(await code(u.stat('/f')), 'ENOENT');
+    assert.ok((await lstat(join(up!, '.wh.f'))).isFile());
+    await u.writeFile('/f', 'new');
+    assert.equal(await u.readFile('/f', 'utf8'), 'new');
+    assert.equal(await code(lstat(join(up!, '.wh.f'))), 'ENOENT');
+    await u.rm('/d', { recursive: true });
+    assert.deepEqual(await u.readdir('/'), ['f']);
+    await u.mkdir('/d');
+    assert.deepEqual(await u.readdir('/d'), []);
+    assert.ok((await lstat(join(up!, 'd/.wh..wh..opq'))).isFile());
+    assert.equal(await readFile(join(low!, 'd/x'), 'utf8'), 'X');
+  });
+
+  it('rmdir of a merged directory emptied through the union leaves one whiteout', async () => {
+    const [up, low] = await branches([{}, { 'd/x': 'X' }]);
+    const u = await openUnion(`${up}=rw:${low}=ro`);
+    await u.unlink('/d/x');
+    await u.rmdir('/d');
+    assert.deepEqual(await readdir(up!), ['.wh.d']);
+  });
+});
+
+describe('rename, links, symlinks', () => {
+  it('renames lower files and whole lower directories (copied up, opaque)', async () => {
+    const [up, low] = await branches([{}, { f: 'F', 'd/a': 'A', 'd/s/b': 'B', e: { dir: true } }]);
+    const u = await openUnion(`${up}=rw:${low}=ro`);
+    await u.rename('/f', '/g');
+    assert.equal(await u.readFile('/g', 'utf8'), 'F');
+    assert.equal(await code(u.stat('/f')), 'ENOENT');
+    await u.rename('/d', '/e');
+    assert.deepEqual(await u.readdir('/'), ['e', 'g']);
+    assert.equal(await u.readFile('/e/s/b', 'utf8'), 'B');
+    assert.equal(await readFile(join(up!, 'e/s/b'), 'utf8'), 'B');
+    await u.rename('/e', '/d');
+    assert.deepEqual(await u.readdir('/d'), ['a', 's']);
+  });
+
+  it('hardlinks a lower file after copying it up', async () => {
+    const [up, low] = await branches([{}, { f: 'F' }]);
+    const u = await openUnion(`${up}=rw:${low}=ro`);
+    await u.link('/f', '/h');
+    await u.appendFile('/h', '+');
+    assert.equal(await u.readFile('/f', 'utf8'), 'F+');
+    assert.equal((await u.stat('/f')).nlink, 2);
+  });
+
+  it('resolves symlinks inside the union root and never escapes it', async () => {
+    const [up, low] = await branches([{}, { 'etc/passwd': 'union', abs: { link: '/etc/passwd' }, up: { link: '../../../../etc/passwd' }, loop: { link: 'loop' }, dir: { link: 'etc' } }]);
+    const u = await openUnion(`${up}=rw:${low}=ro`);
+    assert.equal(await u.readFile('/abs', 'utf8'), 'union');
+    assert.equal(await u.readFile('/up', 'utf8'), 'union');
+    assert.equal(await u.readFile('/dir/passwd', 'utf8'), 'union');
+    assert.equal(await u.readFile('/../../etc/passwd', 'utf8'), 'union');
+    assert.equal(await code(u.readFile('/loop')), 'ELOOP');
+    assert.equal(await u.readlink('/abs'), '/etc/passwd');
+    assert.equal(await u.realpath('/dir/passwd'), '/etc/passwd');
+    await u.symlink('/etc/new', '/dangling');
+    await u.writeFile('/dangling', 'made');
+    assert.equal(await readFile(join(up!, 'etc/new'), 'utf8'), 'made');
+    assert.equal(await code(u.symlink('x', '/abs')), 'EEXIST');
+  });
+});
+
+describe('read-only unions and the rest of the surface', () => {
+  it('refuses every write with EROFS when the top branch is ro', async () => {
+    const [a, b] = await branches([{ f: 'F' }, { g: 'G' }]);
+    const u = await openUnion(`${a}=ro:${b}=ro`);
+    assert.equal(await u.readFile('/g', 'utf8'), 'G');
+    for (const op of [() => u.writeFile('/f', 'x'), () => u.writeFile('/new', 'x'), () => u.unlink('/g'), () => u.mkdir('/d'), () => u.chmod('/f', 0o600), () => u.rename('/f', '/h'), () => u.symlink('a', '/l'), () => u.access('/f', 2)]) {
+      assert.equal(await code(op()), 'EROFS', op.toString());
+    }
+    assert.deepEqual(await readdir(a!), ['f']);
+  });
+
+  it('open/FileHandle, truncate, copyFile, streams, access, mkdir -p', async () => {
+    const [up, low] = await branches([{}, { f: '0123456789' }]);
+    const u = await openUnion(`${up}=rw:${low}=ro`);
+    const h = await u.open('/f', 'r+');
+    await h.write(Buffer.from('ab'), 0, 2, 0);
+    await h.truncate(5);
+    await h.sync();
+    assert.equal((await h.stat()).size, 5);
+    await h.close();
+    assert.equal(await u.readFile('/f', 'utf8'), 'ab234');
+    await u.truncate('/f', 2);
+    await u.copyFile('/f', '/g');
+    assert.equal(await code(u.copyFile('/f', '/g', 1)), 'EEXIST');
+    assert.equal(await u.readFile('/g', 'utf8'), 'ab');
+    assert.equal(await u.mkdir('/p/q/r', { recursive: true }), '/p');
+    await new Promise<void>((res, rej) => {
+      const w = u.createWriteStream('/p/q/r/s');
+      w.on('error', rej).on('finish', res);
+      w.write('stream ');
+      w.end('data');
+    });
+    const chunks: Buffer[] = [];
+    for await (const c of u.createReadStream('/p/q/r/s', { start: 7 })) chunks.push(c as Buffer);
+    assert.equal(Buffer.concat(chunks).toString(), 'data');
+    await u.access('/g');
+    assert.equal(await code(u.access('/zz')), 'ENOENT');
+  });
+
+  it("the seeds' AUFS example: a and b both rw, writes land in the leftmost", async () => {
+    const [a, b] = await branches([{ 'a.txt': 'from a' }, { 'b.txt': 'from b' }]);
+    const u = await openUnion(`${a}=rw:${b}=rw`);
+    assert.deepEqual(await u.readdir('/'), ['a.txt', 'b.txt']);
+    await u.writeFile('/c.txt', 'new');
+    await u.appendFile('/b.txt', '!');
+    assert.deepEqual((await readdir(a!)).sort(), ['a.txt', 'b.txt', 'c.txt']);
+    assert.equal(await readFile(join(b!, 'b.txt'), 'utf8'), 'from b');
+    assert.equal(await u.readFile('/b.txt', 'utf8'), 'from b!');
+  });
+});
