@@ -19,6 +19,7 @@ import { byteProgress, type ProgressEvent } from './progress.js';
 import { RegistryClient } from './registry-client.js';
 import { registryEndpoints, type RegistryEndpoint } from './registry-endpoint.js';
 import { NetworkError, networkError } from './http-transport.js';
+import { LayerTap } from './layer-tap.js';
 
 export interface PullOptions {
   /** `os/arch[/variant]`; default: this machine's. */
@@ -185,6 +186,8 @@ async function pullLayers(s: Stores, cfg: RegistryConfig, client: RegistryClient
   const added: Digest[] = [];
   let failed = false;
   const active = new Set<Readable>();
+  // One tap per distinct blob (its first layer): the applier streams that layer while it downloads.
+  const taps = new Map<number, LayerTap>();
 
   /** Make the layer's compressed blob available in the content store (or learn that the layer itself now exists). */
   const download = async (i: number): Promise<void> => {
@@ -205,6 +208,8 @@ async function pullLayers(s: Stores, cfg: RegistryConfig, client: RegistryClient
         ingestRefs.add(ingestRef);
         const got = await client.getBlob(desc.digest, offset);
         active.add(got.body);
+        const tap = taps.get(i);
+        const feeding = tap?.start(offset) === true;
         let skip = offset - got.start;
         let n = offset;
         try {
@@ -218,9 +223,11 @@ async function pullLayers(s: Stores, cfg: RegistryConfig, client: RegistryClient
             }
             n += c.length;
             progress(n);
+            if (feeding) await tap!.write(c);
             yield c;
           }
         } catch (e) {
+          tap?.cut();
           throw e instanceof StrataError ? e : networkError(e, client.endpoint.name);
         } finally {
           active.delete(got.body);
@@ -255,6 +262,40 @@ async function pullLayers(s: Stores, cfg: RegistryConfig, client: RegistryClient
     emit(s, { id, status: 'Download complete' });
   };
 
+  const downloadFeeding = async (i: number): Promise<void> => {
+    try {
+      await download(i);
+      taps.get(i)?.end();
+    } catch (e) {
+      taps.get(i)?.cut();
+      throw e;
+    }
+  };
+
+  /** Decompress and register one layer's compressed bytes on `parent`, with Extracting progress. */
+  const apply = async (i: number, parent: Digest | null, blob: Readable): Promise<void> => {
+    const extract = throttled(s, shortID(i), 'Extracting', layers[i]!.size);
+    let n = 0;
+    const counting = new Transform({
+      highWaterMark: 1 << 20,
+      transform(chunk: Buffer, _enc, cb) {
+        n += chunk.length;
+        extract(n);
+        cb(null, chunk);
+      },
+      flush(cb) {
+        extract(n, true);
+        cb();
+      },
+    });
+    blob.on('error', (e) => counting.destroy(e));
+    const { stream } = await decompress(blob.pipe(counting));
+    // Corrupt data can fail the decompressor while register is still preparing, before it listens: the error is
+    // kept in the stream's state, which register's pipeline reports.
+    stream.on('error', () => undefined);
+    await s.layers.register(stream, parent, diffIDs[i]!);
+  };
+
   const downloads = new Map<number, Promise<void>>();
   const byDigest = new Map<Digest, Promise<void>>();
   for (const i of layers.keys()) emit(s, { id: shortID(i), status: present[i] ? 'Already exists' : 'Pulling fs layer' });
@@ -262,7 +303,8 @@ async function pullLayers(s: Stores, cfg: RegistryConfig, client: RegistryClient
     if (present[i]) continue;
     let p = byDigest.get(desc.digest);
     if (!p) {
-      p = limiter.run(() => download(i), () => emit(s, { id: shortID(i), status: 'Waiting' }));
+      taps.set(i, new LayerTap());
+      p = limiter.run(() => downloadFeeding(i), () => emit(s, { id: shortID(i), status: 'Waiting' }));
       byDigest.set(desc.digest, p);
     }
     p.catch(() => undefined); // awaited in order below
@@ -275,28 +317,27 @@ async function pullLayers(s: Stores, cfg: RegistryConfig, client: RegistryClient
       const chain = chains[i]!;
       if (!present[i]) {
         const id = shortID(i);
+        const tap = taps.get(i);
+        let streamed = false;
+        let tapError: unknown;
+        if (tap?.want()) {
+          try {
+            await apply(i, parent, tap.stream);
+            added.push(chain);
+            streamed = true;
+          } catch (e) {
+            tap.detach();
+            tapError = e;
+          }
+        }
+        // A failed download (a digest mismatch above all) explains a failed apply better than the apply's own error.
         await downloads.get(i);
-        for (let attempt = 0; ; attempt++) {
+        if (tapError !== undefined && !tap!.wasCut) throw tapError;
+        for (let attempt = 0; !streamed; attempt++) {
           if (await s.layers.has(chain)) break;
           try {
-            const extract = throttled(s, id, 'Extracting', desc.size);
-            let n = 0;
-            const counting = new Transform({
-              highWaterMark: 1 << 20,
-              transform(chunk: Buffer, _enc, cb) {
-                n += chunk.length;
-                extract(n);
-                cb(null, chunk);
-              },
-              flush(cb) {
-                extract(n, true);
-                cb();
-              },
-            });
-            const blob = s.content.reader(desc.digest);
-            blob.on('error', (e) => counting.destroy(e));
-            const { stream } = await decompress(blob.pipe(counting));
-            await s.layers.register(stream, parent, diffIDs[i]!);
+            // The tap was cut (a resumed or shared download): apply from the verified blob in the store.
+            await apply(i, parent, s.content.reader(desc.digest));
             added.push(chain);
             break;
           } catch (e) {
@@ -315,6 +356,7 @@ async function pullLayers(s: Stores, cfg: RegistryConfig, client: RegistryClient
   } catch (e) {
     failed = true;
     for (const b of active) b.destroy();
+    for (const t of taps.values()) t.detach(); // wakes a download waiting for an applier that is gone
     await Promise.allSettled(downloads.values());
     const tops = await imageTops(s);
     for (const chain of added.reverse()) await s.layers.releaseUnreferenced(chain, tops).catch(() => undefined);
