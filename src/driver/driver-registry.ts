@@ -6,11 +6,12 @@ import { overlay2 } from './overlay2/overlay2.js';
 import { fuseOverlayfs } from './fuse-overlayfs/fuse-overlayfs.js';
 import { btrfsDriver } from './btrfs/btrfs.js';
 import { zfsDriver } from './zfs/zfs.js';
+import { devicemapper } from './devicemapper/devicemapper.js';
 import { overlay } from './overlay/overlay.js';
 import { vfs } from './vfs/vfs.js';
 
 /** Every driver strata has, by name: a new driver plugs in by adding its factory here. */
-export const driverFactories: ReadonlyMap<string, DriverFactory> = new Map([overlay2, fuseOverlayfs, btrfsDriver, zfsDriver, overlay, vfs].map((f) => [f.name, f]));
+export const driverFactories: ReadonlyMap<string, DriverFactory> = new Map([overlay2, fuseOverlayfs, btrfsDriver, zfsDriver, devicemapper, overlay, vfs].map((f) => [f.name, f]));
 
 /** Docker's order of preference (daemon/graphdriver/driver_linux.go); names without a factory are skipped. */
 export const DRIVER_PRIORITY: readonly string[] = ['overlay2', 'fuse-overlayfs', 'btrfs', 'zfs', 'vfs'];
