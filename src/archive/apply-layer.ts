@@ -122,14 +122,21 @@ class Applier {
       fd = openSync(path, FILE_FLAGS, 0o600);
     }
     if (h.size === 0) return this.closeFile(fd, path, h);
-    return this.writeBody(fd, path, entry);
+    const whole = entry.bufferedBody();
+    if (whole === null) return this.writeBody(fd, path, entry);
+    try {
+      writeAll(fd, whole);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+    this.closeFile(fd, path, h);
+    this.size += h.size;
   }
 
   private async writeBody(fd: number, path: string, entry: TarEntry): Promise<void> {
     try {
-      for await (const chunk of entry.body()) {
-        for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off, chunk.length - off);
-      }
+      for await (const chunk of entry.body()) writeAll(fd, chunk);
     } catch (e) {
       closeSync(fd);
       throw e;
@@ -260,6 +267,10 @@ class Applier {
       unlinkSync(path);
     }
   }
+}
+
+function writeAll(fd: number, chunk: Buffer): void {
+  for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off, chunk.length - off);
 }
 
 function setTimes(path: string, h: TarHeader): void {

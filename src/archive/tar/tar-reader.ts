@@ -30,6 +30,11 @@ export interface TarEntry {
    * next entry, else it is skipped automatically. Iterating it after moving on to the next entry is an error.
    */
   body(): AsyncIterable<Buffer>;
+  /**
+   * The whole body as one view when the chunk at hand holds all of it (it then counts as read), else null and
+   * nothing is consumed: lets a consumer of small files skip the per-entry async iteration.
+   */
+  bufferedBody(): Buffer | null;
 }
 
 export interface TarReadOptions {
@@ -184,6 +189,16 @@ class TarReader {
     }
   }
 
+  private bufferedBody(generation: number): Buffer | null {
+    if (generation !== this.generation) throw corrupt('tar entry body read after moving to the next entry');
+    if (this.remaining === 0 || this.buf.length - this.pos < this.remaining) return null;
+    const out = this.buf.subarray(this.pos, this.pos + this.remaining);
+    this.pos += this.remaining;
+    this.offset += this.remaining;
+    this.remaining = 0;
+    return out;
+  }
+
   async next(): Promise<TarEntry | null> {
     this.generation++;
     if (this.remaining > 0) {
@@ -270,6 +285,7 @@ class TarReader {
         header,
         headerBytes: Buffer.concat(parts),
         body: () => this.bodyOf(generation),
+        bufferedBody: () => this.bufferedBody(generation),
       };
     }
   }

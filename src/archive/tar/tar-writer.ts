@@ -5,8 +5,11 @@ import { BLOCK, fitsOctal, formatPaxRecord, formatPaxTime, writeChecksum, writeO
 
 export interface TarWriteEntry {
   header: TarHeader;
-  /** Required for 'file' entries with size > 0; its length must equal header.size. */
-  body?: AsyncIterable<Buffer> | Buffer;
+  /**
+   * Required for 'file' entries with size > 0; its length must equal header.size. A synchronous iterable is read
+   * without a promise per chunk (small files cost a syscall, not an event-loop hop).
+   */
+  body?: AsyncIterable<Buffer> | Iterable<Buffer> | Buffer;
   /**
    * Emit these bytes verbatim instead of encoding `header` (byte-exact re-export of `TarEntry.headerBytes`). They
    * hold the previous body's padding, which is then not written again.
@@ -38,55 +41,128 @@ const ownKeys = new Set(['path', 'linkpath', 'size', 'uid', 'gid', 'uname', 'gna
 
 const zeros = Buffer.alloc(2 * BLOCK);
 
+/** Output chunk size: small headers and bodies are gathered up to this, so a layer of small files crosses streams in few chunks. */
+const BATCH = 1 << 20;
+/** Body chunks at least this big go out as they are, never copied into a batch. */
+const PASS_THROUGH = 256 << 10;
+
 /** Encode entries as a tar stream (ustar, with a PAX header only when a field needs one); pulls entries as the consumer reads. */
 export function writeTar(entries: AsyncIterable<TarWriteEntry> | Iterable<TarWriteEntry>, opts: TarWriteOptions = {}): Readable {
-  return Readable.from(generate(entries, opts), { objectMode: false, highWaterMark: 1 << 20 });
+  return Readable.from(generate(entries, opts), { objectMode: false, highWaterMark: BATCH });
+}
+
+/** Pieces gathered into one output chunk; the bytes and their order never depend on the gathering. */
+class Batch {
+  private parts: Buffer[] = [];
+  private bytes = 0;
+  add(b: Buffer): void {
+    if (b.length === 0) return;
+    this.parts.push(b);
+    this.bytes += b.length;
+  }
+  get full(): boolean {
+    return this.bytes >= BATCH;
+  }
+  take(): Buffer | null {
+    if (this.bytes === 0) return null;
+    const out = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.bytes);
+    this.parts = [];
+    this.bytes = 0;
+    return out;
+  }
 }
 
 async function* generate(entries: AsyncIterable<TarWriteEntry> | Iterable<TarWriteEntry>, opts: TarWriteOptions): AsyncGenerator<Buffer> {
+  const out = new Batch();
   let pendingPad = 0;
-  for await (const entry of entries) {
-    const { header } = entry;
-    if (entry.headerBytes) {
-      const rest = entry.headerBytes.length - pendingPad;
-      if (rest < BLOCK || rest % BLOCK !== 0) {
-        throw invalidArgument(`tar entry ${JSON.stringify(header.name)}: headerBytes do not follow the previous entry's padding`);
+  // A synchronous source is walked without awaiting each entry.
+  const sync = Symbol.iterator in entries ? (entries as Iterable<TarWriteEntry>)[Symbol.iterator]() : null;
+  const async = sync ? null : (entries as AsyncIterable<TarWriteEntry>)[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      const r = sync ? sync.next() : await async!.next();
+      if (r.done) break;
+      const entry = r.value;
+      const { header } = entry;
+      if (entry.headerBytes) {
+        const rest = entry.headerBytes.length - pendingPad;
+        if (rest < BLOCK || rest % BLOCK !== 0) {
+          throw invalidArgument(`tar entry ${JSON.stringify(header.name)}: headerBytes do not follow the previous entry's padding`);
+        }
+        out.add(entry.headerBytes);
+      } else {
+        if (pendingPad > 0) out.add(zeros.subarray(0, pendingPad));
+        out.add(encodeHeader(header));
       }
-      yield entry.headerBytes;
-    } else {
-      if (pendingPad > 0) yield zeros.subarray(0, pendingPad);
-      yield encodeHeader(header);
+      const body = bodyOf(entry);
+      if (Symbol.iterator in body) {
+        for (const chunk of body) {
+          if (chunk.length >= PASS_THROUGH) {
+            const head = out.take();
+            if (head) yield head;
+            yield chunk;
+          } else out.add(chunk);
+          if (out.full) yield out.take()!;
+        }
+      } else {
+        for await (const chunk of body) {
+          if (chunk.length >= PASS_THROUGH) {
+            const head = out.take();
+            if (head) yield head;
+            yield chunk;
+          } else out.add(chunk);
+          if (out.full) yield out.take()!;
+        }
+      }
+      pendingPad = (BLOCK - (header.size % BLOCK)) % BLOCK;
+      if (out.full) yield out.take()!;
     }
-    yield* bodyOf(entry);
-    pendingPad = (BLOCK - (header.size % BLOCK)) % BLOCK;
+  } finally {
+    if (sync) sync.return?.();
+    else await async!.return?.();
   }
   const trailer = typeof opts.trailer === 'function' ? opts.trailer() : opts.trailer;
-  if (trailer) yield trailer;
+  if (trailer) out.add(trailer);
   else {
-    if (pendingPad > 0) yield zeros.subarray(0, pendingPad);
-    yield zeros;
+    if (pendingPad > 0) out.add(zeros.subarray(0, pendingPad));
+    out.add(zeros);
   }
+  const last = out.take();
+  if (last) yield last;
 }
 
-async function* bodyOf({ header, body }: TarWriteEntry): AsyncGenerator<Buffer> {
+/** The entry's body chunks, checked against header.size; synchronous when the body is. */
+function bodyOf({ header, body }: TarWriteEntry): Iterable<Buffer> | AsyncIterable<Buffer> {
   const mismatch = (n: number) => sizeMismatch(`tar entry ${JSON.stringify(header.name)}: body has ${n} bytes, header says ${header.size}`);
   if (header.type !== 'file' && header.size !== 0) throw invalidArgument(`tar ${header.type} entry ${JSON.stringify(header.name)} must have size 0`);
   if (body === undefined) {
     if (header.size !== 0) throw mismatch(0);
-    return;
+    return [];
   }
   if (Buffer.isBuffer(body)) {
     if (body.length !== header.size) throw mismatch(body.length);
-    if (body.length > 0) yield body;
-    return;
+    return [body];
   }
-  let n = 0;
-  for await (const chunk of body) {
-    n += chunk.length;
-    if (n > header.size) throw mismatch(n);
-    if (chunk.length > 0) yield chunk;
+  if (Symbol.iterator in body) {
+    return (function* () {
+      let n = 0;
+      for (const chunk of body) {
+        n += chunk.length;
+        if (n > header.size) throw mismatch(n);
+        yield chunk;
+      }
+      if (n !== header.size) throw mismatch(n);
+    })();
   }
-  if (n !== header.size) throw mismatch(n);
+  return (async function* () {
+    let n = 0;
+    for await (const chunk of body) {
+      n += chunk.length;
+      if (n > header.size) throw mismatch(n);
+      yield chunk;
+    }
+    if (n !== header.size) throw mismatch(n);
+  })();
 }
 
 const isAscii = (b: Buffer) => !b.some((c) => c >= 0x80);
