@@ -1,4 +1,5 @@
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
@@ -122,10 +123,8 @@ export class LayerStore {
     if (depth > MAX_LAYER_DEPTH) throw limit(`max depth exceeded: an image can have at most ${MAX_LAYER_DEPTH} layers`);
     const cacheID = randomID();
     const tmp = join(this.dir, 'tmp', cacheID);
-    await mkdir(tmp, { recursive: true });
     // Intent first: a crash from here on leaves a tmp entry naming the driver directory to reap.
-    await writeFile(join(tmp, 'cache-id'), cacheID);
-    await writeFile(join(tmp, 'pid'), String(process.pid));
+    writeRecord(tmp, { 'cache-id': cacheID, pid: String(process.pid) });
     const split = new TarSplitWriter(join(tmp, 'tar-split.ndjson.gz'));
     try {
       await this.driver.create(cacheID, parentLayer?.cacheID ?? null);
@@ -152,11 +151,7 @@ export class LayerStore {
         throw digestMismatch(`layer content does not match its diff_id: expected ${expectedDiffID}, got ${diffID}`);
       }
       const chain = chainID(parent, diffID);
-      await writeFile(join(tmp, 'diff'), diffID);
-      if (parent !== null) await writeFile(join(tmp, 'parent'), parent);
-      await writeFile(join(tmp, 'size'), String(size));
-      await writeFile(join(tmp, 'tar-size'), String(digester.size));
-      await writeFile(join(tmp, 'depth'), String(depth));
+      writeRecord(tmp, { diff: diffID, ...(parent !== null ? { parent } : {}), size: String(size), 'tar-size': String(digester.size), depth: String(depth) });
       await rm(join(tmp, 'pid'));
       const existing = await this.lock(async () => {
         if (await this.has(chain)) return true;
@@ -250,11 +245,7 @@ export class LayerStore {
     const initID = `${mountID}-init`;
     const dir = this.mountDir(container);
     const tmp = join(this.dir, 'tmp', `mount-${mountID}`);
-    await mkdir(tmp, { recursive: true });
-    await writeFile(join(tmp, 'mount-id'), mountID);
-    await writeFile(join(tmp, 'init-id'), initID);
-    await writeFile(join(tmp, 'pid'), String(process.pid));
-    if (parent !== null) await writeFile(join(tmp, 'parent'), parent);
+    writeRecord(tmp, { 'mount-id': mountID, 'init-id': initID, pid: String(process.pid), ...(parent !== null ? { parent } : {}) });
     try {
       await this.driver.createReadWrite(initID, parentLayer?.cacheID ?? null);
       await (this.driver.populate ? this.driver.populate(initID, initFn) : populateThroughGet(this.driver, initID, initFn));
@@ -331,6 +322,12 @@ export class LayerStore {
     }
     return n;
   }
+}
+
+/** A metadata record: one small file per field (Docker's layerdb form), written synchronously (tiny, many). */
+function writeRecord(dir: string, fields: Record<string, string>): void {
+  mkdirSync(dir, { recursive: true });
+  for (const [name, value] of Object.entries(fields)) writeFileSync(join(dir, name), value);
 }
 
 function isAlive(pid: number): boolean {
