@@ -22,9 +22,13 @@ interface TrailerLine {
   t: string;
 }
 
+/** Lines are gathered up to this many characters per gzip write: a write per entry would cost a threadpool round trip per entry. */
+const LINES_PER_WRITE = 256 << 10;
+
 export class TarSplitWriter {
   private readonly gz = createGzip({ level: 1 });
   private readonly done: Promise<void>;
+  private pending = '';
 
   constructor(path: string) {
     this.done = pipeline(this.gz, createWriteStream(path, { mode: 0o600 }));
@@ -32,15 +36,27 @@ export class TarSplitWriter {
 
   entry(headerBytes: Buffer, name: string, size: number): void {
     const line: EntryLine = { h: headerBytes.toString('base64'), p: name, s: size };
-    this.gz.write(JSON.stringify(line) + '\n');
+    this.add(JSON.stringify(line) + '\n');
   }
 
   trailer(bytes: Buffer): void {
     const line: TrailerLine = { t: bytes.toString('base64') };
-    this.gz.write(JSON.stringify(line) + '\n');
+    this.add(JSON.stringify(line) + '\n');
+  }
+
+  private add(line: string): void {
+    this.pending += line;
+    if (this.pending.length >= LINES_PER_WRITE) this.flush();
+  }
+
+  private flush(): void {
+    if (this.pending === '') return;
+    this.gz.write(this.pending);
+    this.pending = '';
   }
 
   async close(): Promise<void> {
+    this.flush();
     this.gz.end();
     await this.done;
   }

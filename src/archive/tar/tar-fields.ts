@@ -124,8 +124,13 @@ export function formatPaxRecord(key: string, value: Buffer | string): Buffer {
   const rest = k.length + v.length + 3; // ' ', '=', '\n'
   let len = rest + String(rest).length;
   if (String(len).length > String(rest).length) len = rest + String(len).length;
-  const head = Buffer.from(`${len} `);
-  return Buffer.concat([head, k, Buffer.from('='), v, Buffer.from('\n')]);
+  const out = Buffer.allocUnsafe(len);
+  let off = out.write(`${len} `, 0, 'latin1');
+  off += k.copy(out, off);
+  out[off++] = 0x3d; // '='
+  off += v.copy(out, off);
+  out[off] = 0x0a;
+  return out;
 }
 
 /** Write `value` as zero-padded octal into a field of `len` bytes ending with NUL; false if it does not fit. */

@@ -217,6 +217,7 @@ export function encodeHeader(h: TarHeader): Buffer {
   b[156] = typeflag[h.type];
   b.write('ustar\x0000', 257, 'latin1');
   for (const [key, off] of [['uname', 265], ['gname', 297]] as const) {
+    if (h[key] === '') continue;
     const v = Buffer.from(h[key], 'utf8');
     if (v.length <= 32 && isAscii(v)) v.copy(b, off);
     else records.push(formatPaxRecord(key, v));
@@ -228,21 +229,28 @@ export function encodeHeader(h: TarHeader): Buffer {
   for (const [k, v] of h.xattrs) records.push(formatPaxRecord('SCHILY.xattr.' + k, v));
   writeChecksum(b);
   if (records.length === 0) return b;
-  return Buffer.concat([paxHeader(name, h, Buffer.concat(records)), b]);
+  return paxHeader(name, h, records, b);
 }
 
-function paxHeader(name: string, h: TarHeader, data: Buffer): Buffer {
-  const x = Buffer.alloc(BLOCK);
+/** The PAX extension header holding `records`, its data and padding, then the entry's own block `b`: one buffer. */
+function paxHeader(name: string, h: TarHeader, records: Buffer[], b: Buffer): Buffer {
+  let size = 0;
+  for (const r of records) size += r.length;
+  const pad = (BLOCK - (size % BLOCK)) % BLOCK;
+  const out = Buffer.alloc(BLOCK + size + pad + BLOCK);
+  const x = out.subarray(0, BLOCK);
   const base = name.replace(/\/+$/, '').split('/').pop() || '.';
   Buffer.from(`PaxHeaders/${base}`, 'utf8').copy(x, 0, 0, 100);
   writeOctal(x, 100, 8, 0o644);
   writeOctal(x, 108, 8, 0);
   writeOctal(x, 116, 8, 0);
-  writeOctal(x, 124, 12, data.length);
+  writeOctal(x, 124, 12, size);
   writeOctal(x, 136, 12, fitsOctal(h.mtime.sec, 12) ? h.mtime.sec : 0);
   x[156] = 0x78; // 'x'
   x.write('ustar\x0000', 257, 'latin1');
   writeChecksum(x);
-  const pad = (BLOCK - (data.length % BLOCK)) % BLOCK;
-  return Buffer.concat([x, data, zeros.subarray(0, pad)]);
+  let off = BLOCK;
+  for (const r of records) off += r.copy(out, off);
+  b.copy(out, off + pad);
+  return out;
 }
