@@ -540,13 +540,15 @@ export class UnionFs {
       oldPath,
       async () => {
         const s = await this.resolve(oldPath, false, 'rename');
+        // Both parents are looked up before the source's last component, as the kernel does.
+        const d = await this.resolve(newPath, false, 'rename');
         const src = s.found;
         if (src === null) throw fsError('ENOENT', 'rename', oldPath, newPath);
-        const d = await this.resolve(newPath, false, 'rename');
         if (src.rel === '' || d.found?.rel === '') throw fsError('EBUSY', 'rename', oldPath, newPath);
         const dstRel = this.relOf(d.parent, d.name);
         if (dstRel === src.rel) return;
         if (dstRel.startsWith(src.rel + '/')) throw fsError('EINVAL', 'rename', oldPath, newPath);
+        if (src.rel.startsWith(dstRel + '/')) throw fsError('ENOTEMPTY', 'rename', oldPath, newPath);
         if (d.found !== null) {
           if (src.kind === 'dir' && d.found.kind !== 'dir') throw fsError('ENOTDIR', 'rename', oldPath, newPath);
           if (src.kind !== 'dir' && d.found.kind === 'dir') throw fsError('EISDIR', 'rename', oldPath, newPath);
