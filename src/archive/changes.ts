@@ -148,6 +148,23 @@ function deleteMerged(path: string, dirs: Array<string | null>, keep: Set<string
   return any;
 }
 
+/**
+ * What an overlay of `lowers` (topmost first) shows at `rel` (no leading `/`), honouring their whiteouts
+ * and opaque directories, without mounting them; undefined when nothing is there.
+ */
+export function lookupInLowers(lowers: readonly string[], rel: string): BigIntStats | undefined {
+  let dirs: Array<string | null> = [...lowers];
+  let found: BigIntStats | undefined;
+  for (const name of rel.split('/').filter(Boolean)) {
+    if (found !== undefined && !found.isDirectory()) return undefined;
+    const child = mergedChild(dirs, name);
+    if (child === null) return undefined;
+    found = child.st;
+    dirs = child.dirs;
+  }
+  return found;
+}
+
 /** The topmost parent-layer entry for `name` and, if it is a directory, that directory per layer. */
 function mergedChild(dirs: Array<string | null>, name: string): { st: BigIntStats; dirs: Array<string | null> } | null {
   let found: BigIntStats | null = null;

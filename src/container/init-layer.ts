@@ -1,4 +1,4 @@
-import { lstatSync, mkdirSync, unlinkSync, rmSync, symlinkSync, openSync, closeSync, fchownSync } from 'node:fs';
+import { lstatSync, mkdirSync, unlinkSync, symlinkSync, openSync, closeSync, fchownSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** What Docker's init layer holds: mount points and placeholders the runtime bind-mounts over. */
@@ -17,15 +17,21 @@ function ensureDirs(root: string, rel: string): void {
     cur = join(cur, part);
     const st = lstatSync(cur, { throwIfNoEntry: false });
     if (st?.isDirectory()) continue;
-    if (st) rmSync(cur, { recursive: true, force: true });
+    if (st) unlinkSync(cur);
     mkdirSync(cur, { mode: 0o755 });
   }
 }
 
-function replaceLeaf(path: string): void {
+/**
+ * As Docker's init: whatever the image has at a placeholder's path is unlinked so the placeholder can be
+ * made (in the init layer: the image itself is untouched); a directory cannot be unlinked and stays.
+ * Returns whether the placeholder is to be made.
+ */
+function clearLeaf(path: string): boolean {
   const st = lstatSync(path, { throwIfNoEntry: false });
-  if (st && !st.isDirectory()) unlinkSync(path);
-  else if (st) rmSync(path, { recursive: true, force: true });
+  if (st?.isDirectory()) return false;
+  if (st) unlinkSync(path);
+  return true;
 }
 
 export async function setupInitLayer(root: string, uid = 0, gid = 0): Promise<void> {
@@ -34,9 +40,7 @@ export async function setupInitLayer(root: string, uid = 0, gid = 0): Promise<vo
     const parent = f.slice(0, f.lastIndexOf('/'));
     ensureDirs(root, parent);
     const path = join(root, f);
-    const st = lstatSync(path, { throwIfNoEntry: false });
-    if (st?.isFile()) continue;
-    replaceLeaf(path);
+    if (!clearLeaf(path)) continue;
     const fd = openSync(path, 'wx', 0o755);
     try {
       if (uid !== 0 || gid !== 0) fchownSync(fd, uid, gid);
@@ -47,7 +51,6 @@ export async function setupInitLayer(root: string, uid = 0, gid = 0): Promise<vo
   for (const [link, target] of SYMLINKS) {
     const path = join(root, link);
     ensureDirs(root, link.slice(0, link.lastIndexOf('/')));
-    replaceLeaf(path);
-    symlinkSync(target, path);
+    if (clearLeaf(path)) symlinkSync(target, path);
   }
 }

@@ -1,7 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createReadStream } from 'node:fs';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { createReadStream, lstatSync, readlinkSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { busyboxImage, debianImage, dockerArchive, umociUnpack } from '../fixtures/images.js';
@@ -52,6 +52,30 @@ describe('real images', () => {
         assert.deepEqual(await store.engine.load(createReadStream(debianTar)), ['Loaded image: debian:bookworm']);
         assert.equal((await store.engine.inspectImage('debian:bookworm')).RootFS.Layers.length, 3);
         await mergedEqualsUmoci(store.engine, 'debian:bookworm', debianRef);
+      });
+
+      it("the init layer: Docker's placeholders over the image, the image's directories keep their attributes", async () => {
+        const c = await store.engine.create({ image: 'debian:bookworm' });
+        const root = await store.engine.mount(c.ID);
+        try {
+          for (const dir of ['proc', 'sys', 'dev', 'etc', 'dev/pts', 'dev/shm']) {
+            const got = lstatSync(join(root, dir));
+            const want = lstatSync(join(debianRef, dir), { throwIfNoEntry: false });
+            assert.ok(got.isDirectory(), dir);
+            if (want) assert.deepEqual([got.mode, got.uid, got.gid], [want.mode, want.uid, want.gid], `/${dir} keeps the image's mode and owner`);
+          }
+          for (const f of ['.dockerenv', 'etc/hosts', 'etc/hostname', 'etc/resolv.conf', 'dev/console']) {
+            const st = lstatSync(join(root, f));
+            assert.ok(st.isFile() && st.size === 0, `/${f} is an empty placeholder`);
+            assert.equal(st.mode & 0o7777, 0o755);
+          }
+          assert.equal(readlinkSync(join(root, 'etc/mtab')), '/proc/mounts');
+          assert.ok((await readFile(join(debianRef, 'etc/hostname'), 'utf8')).length > 0, 'the image has its own /etc/hostname, which the placeholder hides');
+          assert.deepEqual(await store.engine.diff(c.ID), [], 'none of it is the container\'s own change');
+        } finally {
+          await store.engine.unmount(c.ID);
+          await store.engine.rm(c.ID);
+        }
       });
 
       it('a layer shared by two images exists once; system df counts it as shared', async () => {

@@ -15,7 +15,6 @@ const MAX_ARG = 32 * 4096 - 1;
 
 const fuseMounter: OverlayMounter = {
   maxOptions: MAX_ARG,
-  volatile: false,
   // The program returns once the mount is up, leaving a daemon that serves it until it is unmounted.
   mount: async (target, options, cwd) => {
     await execTool(PROGRAM, ['-o', options, target], { cwd });

@@ -1,5 +1,4 @@
-import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
-import { release } from 'node:os';
+import { chmodSync, existsSync, lchownSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, readlink, realpath, rm, rmdir } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
@@ -13,6 +12,7 @@ import { exportOverlayUpper } from '../../archive/export-changes.js';
 import { backingFsName } from '../fs-magic.js';
 import { acquireMount, releaseMount, updateMountRefs } from '../mount-refs.js';
 import { populateThroughGet } from '../populate.js';
+import { lookupInLowers } from '../../archive/changes.js';
 import { ensureRemoveAll } from '../ensure-remove.js';
 import { naiveApplyDiff, naiveChanges, naiveDiff, naiveDiffSize } from '../naive-diff.js';
 import { parseSize } from '../size-units.js';
@@ -45,8 +45,6 @@ export interface OverlayMounter {
   readonly maxOptions: number;
   /** Mount at target (relative to cwd when given); relative paths in options resolve against cwd. */
   mount(target: string, options: string, cwd?: string): Promise<void>;
-  /** Whether it takes overlayfs's `volatile` option (no sync at unmount). */
-  readonly volatile: boolean;
 }
 
 // Docker's overlayutils.GenerateID: 26 base32 characters (256 is a multiple of 32, so `& 31` is uniform).
@@ -68,16 +66,29 @@ function kernelMounter(indexOff: boolean): OverlayMounter {
   const index = indexOff ? 'index=off,' : '';
   return {
     maxOptions: PAGE_SIZE - 1 - index.length,
-    volatile: kernelAtLeast(5, 10),
     mount: async (target, options, cwd) => native.mount('overlay', target, 'overlay', 0, index + options, cwd),
   };
 }
 
-/** overlayfs options by kernel version: `volatile` came in 5.10. */
-function kernelAtLeast(major: number, minor: number): boolean {
-  const [a = 0, b = 0] = release().split('.').map((n) => parseInt(n, 10));
-  return a > major || (a === major && b >= minor);
+/** Directories made in `upper` take the attributes of the directory each covers in the lowers, if any. */
+function coverLowerDirs(upper: string, lowers: readonly string[]): void {
+  const walk = (rel: string): void => {
+    for (const e of readdirSync(join(upper, rel), { withFileTypes: true })) {
+      if (!e.isDirectory()) continue;
+      const r = rel === '' ? e.name : `${rel}/${e.name}`;
+      walk(r);
+      const below = lookupInLowers(lowers, r);
+      if (!below?.isDirectory()) continue;
+      const path = join(upper, r);
+      lchownSync(path, Number(below.uid), Number(below.gid));
+      chmodSync(path, Number(below.mode & 0o7777n));
+      native.lutimes(path, Number(below.atimeNs / NS), Number(below.atimeNs % NS), Number(below.mtimeNs / NS), Number(below.mtimeNs % NS));
+    }
+  };
+  walk('');
 }
+
+const NS = 1_000_000_000n;
 
 async function readOptional(path: string): Promise<string | null> {
   try {
@@ -245,14 +256,14 @@ export class Overlay2Driver implements Driver {
     return merged;
   }
 
-  private async mount(id: string, lower: string, volatile = false): Promise<void> {
+  private async mount(id: string, lower: string): Promise<void> {
     const dir = join(this.home, id);
     const lowers = lower.split(':');
     const committed = existsSync(join(dir, 'committed'));
     const data = (lowerPaths: string[], d: string) =>
       committed
         ? `lowerdir=${d}/diff:${lowerPaths.join(':')}`
-        : `lowerdir=${lowerPaths.join(':')},upperdir=${d}/diff,workdir=${d}/work${volatile ? ',volatile' : ''}`;
+        : `lowerdir=${lowerPaths.join(':')},upperdir=${d}/diff,workdir=${d}/work`;
     await mkdir(join(dir, 'merged'), { recursive: true, mode: 0o700 });
     try {
       const absolute = data(lowers.map((l) => join(this.home, l)), dir);
@@ -271,25 +282,18 @@ export class Overlay2Driver implements Driver {
   }
 
   /**
-   * Fill a new read-write layer once (a container's init layer). With the kernel's overlayfs the mount is
-   * `volatile`: a normal overlay unmount syncs the whole upper filesystem, which is most of what a
-   * container create would cost; these few placeholders need no such sync.
+   * Fill a new read-write layer once (a container's init layer) by writing straight into its upper
+   * directory, with no mount: what the fill makes there shadows the lowers exactly as it would have
+   * through a mount. Directories it had to make take the attributes of the ones they cover, as
+   * overlayfs's copy-up would have given them. (A mount and its unmount, which syncs the whole upper
+   * filesystem, were most of what a container create cost.)
    */
   async populate(id: string, fill: (root: string) => Promise<void>): Promise<void> {
     const dir = await this.mustExist(id);
-    const lower = await readOptional(join(dir, 'lower'));
-    if (lower === null || !this.mounter.volatile || existsSync(join(dir, 'committed'))) return populateThroughGet(this, id, fill);
-    const merged = join(dir, 'merged');
-    // A layer nobody else knows yet: the mount is this call's alone, outside the shared reference counts.
-    await this.mount(id, lower, true);
-    try {
-      await fill(merged);
-    } finally {
-      native.umount(merged, MNT_DETACH);
-      await rmdir(merged);
-      // The kernel marks a volatile workdir so it is never reused unsynced; this layer's upper is done.
-      await rm(join(dir, 'work', 'work', 'incompat'), { recursive: true, force: true });
-    }
+    if (!existsSync(join(dir, 'lower')) || existsSync(join(dir, 'committed'))) return populateThroughGet(this, id, fill);
+    const upper = join(dir, 'diff');
+    await fill(upper);
+    coverLowerDirs(upper, await this.lowerDirs(id));
   }
 
   async put(id: string): Promise<void> {
