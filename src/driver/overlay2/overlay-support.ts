@@ -1,5 +1,7 @@
 import { mkdtemp, mkdir, rm, writeFile, rename, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { release } from 'node:os';
+import { writeFileAtomic } from '../../util/atomic.js';
 import { native } from '../../native/native.js';
 import { isErrno } from '../../errors.js';
 import { execTool } from '../../util/exec.js';
@@ -84,4 +86,30 @@ export async function usingMetacopy(): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** What the probes found, for an unchanged kernel and backing filesystem. */
+export interface ProbeVerdict {
+  nativeDiffProblem: string | null;
+}
+
+const probeKey = (home: string) => `${release()} ${native.statfs(home).type}`;
+
+/**
+ * The verdict kept in `<home>/.probes.json`, if the kernel and the backing filesystem are still those it
+ * was found on. Each probe is a real mount whose unmount syncs the whole filesystem: a daemon pays that
+ * once, every CLI invocation would pay it again.
+ */
+export async function readProbeVerdict(home: string): Promise<ProbeVerdict | undefined> {
+  try {
+    const cached = JSON.parse(await readFile(join(home, '.probes.json'), 'utf8')) as { key: string; verdict: ProbeVerdict };
+    return cached.key === probeKey(home) ? cached.verdict : undefined;
+  } catch (e) {
+    if (isErrno(e, 'ENOENT') || e instanceof SyntaxError) return undefined;
+    throw e;
+  }
+}
+
+export async function writeProbeVerdict(home: string, verdict: ProbeVerdict): Promise<void> {
+  await writeFileAtomic(join(home, '.probes.json'), JSON.stringify({ key: probeKey(home), verdict }));
 }

@@ -17,7 +17,7 @@ import { ensureRemoveAll } from '../ensure-remove.js';
 import { naiveApplyDiff, naiveChanges, naiveDiff, naiveDiffSize } from '../naive-diff.js';
 import { parseSize } from '../size-units.js';
 import { treeSize } from '../tree-size.js';
-import { nativeDiffProblem, overlayMountProblem, supportsDType, usingMetacopy } from './overlay-support.js';
+import { nativeDiffProblem, overlayMountProblem, readProbeVerdict, supportsDType, usingMetacopy, writeProbeVerdict } from './overlay-support.js';
 import { ProjectQuota } from './project-quota.js';
 
 /** Lowers one layer may stack on; the layer store stops at 125 so init + read-write layers still fit. */
@@ -131,18 +131,23 @@ export class Overlay2Driver implements Driver {
     // Probe in the data-root when home does not exist yet, so a failed init leaves no overlay2 state behind.
     const probeDir = existsSync(home) ? home : dirname(home);
     const backingFs = backingFsName(probeDir);
-    const problem = await overlayMountProblem(probeDir);
-    if (problem !== null) throw unusable(problem);
-    if (!(await supportsDType(probeDir, backingFs))) {
-      throw capability(
-        `overlay2: the backing ${backingFs} filesystem is formatted without d_type support, which leads to incorrect behavior. ` +
-          'Reformat the filesystem with ftype=1 to enable d_type support. Backing filesystems without d_type support are not supported.',
-      );
+    const known = existsSync(home) ? await readProbeVerdict(home) : undefined;
+    if (known === undefined) {
+      const problem = await overlayMountProblem(probeDir);
+      if (problem !== null) throw unusable(problem);
+      if (!(await supportsDType(probeDir, backingFs))) {
+        throw capability(
+          `overlay2: the backing ${backingFs} filesystem is formatted without d_type support, which leads to incorrect behavior. ` +
+            'Reformat the filesystem with ftype=1 to enable d_type support. Backing filesystems without d_type support are not supported.',
+        );
+      }
     }
     const found = await ProjectQuota.detect(probeDir);
     if (typeof found === 'string' && defaultSize > 0) throw invalidArgument(`overlay2.size ${found}`);
     await createLayoutHome(home);
-    const diffProblem = await nativeDiffProblem(home);
+    const verdict = known ?? { nativeDiffProblem: await nativeDiffProblem(home) };
+    if (known === undefined) await writeProbeVerdict(home, verdict);
+    const diffProblem = verdict.nativeDiffProblem;
     const features: OverlayFeatures = {
       nativeDiffProblem: diffProblem,
       status: [
