@@ -156,4 +156,16 @@ describe('zfs specifics', () => {
       await expectError(d.create('../x', null), 'ErrInvalidArgument', /invalid layer id/);
       assert.equal(await d.exists('A'), false);
     }));
+
+  test('bad input: no zfs commands on the machine', (t) =>
+    withTmp(t, async (tmp) => {
+      const fsname = freshParent();
+      const path = process.env.PATH;
+      process.env.PATH = join(tmp, 'empty-bin');
+      try {
+        await expectError(zfsDriver.init({ root: join(tmp, 'data'), options: { 'zfs.fsname': fsname } }), 'ErrCapability', /^zfs: the zfs command is not installed/);
+      } finally {
+        process.env.PATH = path;
+      }
+    }));
 });
