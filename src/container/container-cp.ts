@@ -1,14 +1,19 @@
-import { lstatSync, readdirSync, realpathSync, statSync, type Stats } from 'node:fs';
-import { basename, dirname, posix, resolve as resolveHost } from 'node:path';
+import { createReadStream, createWriteStream, lstatSync, readdirSync, realpathSync, statSync, type Stats } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, posix, resolve as resolveHost } from 'node:path';
 import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { Stores } from '../stores.js';
 import type { Change } from '../driver/driver.js';
 import { StrataError, invalidArgument, isErrno, notFound } from '../errors.js';
 import { exportChanges } from '../archive/export-changes.js';
 import { applyLayer } from '../archive/apply-layer.js';
+import { cleanEntryName } from '../archive/root-path.js';
 import { readTar } from '../archive/tar/tar-reader.js';
 import { writeTar, type TarWriteEntry } from '../archive/tar/tar-writer.js';
-import { openContainerView, resolveContainerPath, withContainerView, type ContainerView } from './container-path.js';
+import { hostOf, openContainerView, resolveContainerPath, withContainerView, type ContainerView } from './container-path.js';
+import type { MountPoint } from './mount-spec.js';
 
 /** `cp -a` keeps owners; `-L` follows a symlink given as the source. */
 export interface CopyOptions {
@@ -23,6 +28,14 @@ interface Source {
   name: string;
   /** `dir/.`: the directory's content, not the directory. */
   contentsOnly: boolean;
+  /** Mounts inside a container directory, shallowest first: their sources replace what the layer has there. */
+  inner: Inner[];
+}
+
+/** A mount inside a copied container directory: its host source, at `at` relative to the directory. */
+interface Inner {
+  host: string;
+  at: string;
 }
 
 interface Dest {
@@ -47,12 +60,44 @@ function checkSourceType(st: Stats, p: string): boolean {
   return st.isDirectory();
 }
 
+/** `p` relative to container directory `top` when strictly below it, else null. */
+function relBelow(top: string, p: string): string | null {
+  const pre = top === '/' ? '/' : top + '/';
+  return p.length > pre.length && p.startsWith(pre) ? p.slice(pre.length) : null;
+}
+
+/**
+ * The mounts inside container directory `top`, shallowest first, that a copy out of it shows instead of the
+ * layer (Docker copies with the mounts in place): those whose source exists and whose parents between `top`
+ * and the mount point are directories or missing (a tree walk never reaches one behind a symlink or a file).
+ */
+function innerMounts(view: ContainerView, top: string): Inner[] {
+  const reachable = (at: string) => {
+    let c = top;
+    for (const part of at.split('/').slice(0, -1)) {
+      c = posix.join(c, part);
+      const st = lstatSync(hostOf(view, c).host, { throwIfNoEntry: false });
+      if (!st) return true;
+      if (!st.isDirectory()) return false;
+    }
+    return true;
+  };
+  const out: Inner[] = [];
+  for (const m of view.mounts) {
+    const at = relBelow(top, m.Destination);
+    if (at !== null && lstatSync(m.Source, { throwIfNoEntry: false }) && reachable(at)) out.push({ host: m.Source, at });
+  }
+  // view.mounts is longest destination first, so a mount's ancestors come after it.
+  return out.reverse();
+}
+
 function containerSource(view: ContainerView, p: string, shown: string, opts: CopyOptions): Source {
   const r = resolveContainerPath(view, p, opts.followLink === true || assertsDir(p));
   const st = lstatSync(r.host, { throwIfNoEntry: false });
   if (!st) throw notFound(`Could not find the file ${p} in container ${shown}`);
   const name = lastName(p);
-  return { host: r.host, isDir: checkSourceType(st, p), name, contentsOnly: contentsOnly(p) || name === '.' };
+  const isDir = checkSourceType(st, p);
+  return { host: r.host, isDir, name, contentsOnly: contentsOnly(p) || name === '.', inner: isDir ? innerMounts(view, r.containerPath) : [] };
 }
 
 function hostSource(p: string, opts: CopyOptions): Source {
@@ -66,7 +111,7 @@ function hostSource(p: string, opts: CopyOptions): Source {
     throw e;
   }
   const name = lastName(abs);
-  return { host: follow ? realpathSync(abs) : abs, isDir: checkSourceType(st, p), name, contentsOnly: contentsOnly(p) || name === '.' };
+  return { host: follow ? realpathSync(abs) : abs, isDir: checkSourceType(st, p), name, contentsOnly: contentsOnly(p) || name === '.', inner: [] };
 }
 
 /**
@@ -88,8 +133,8 @@ function placement(src: Source, dst: Dest): { dir: string; to: string } {
   return { dir: dirname(dst.host), to: basename(dst.host) };
 }
 
-/** Every path of the tree at `host`, named below its parent (`/<base>/...`), for exportChanges. */
-function treeChanges(host: string): Change[] {
+/** Every path of the tree at `host`, named below its parent (`/<base>/...`), for exportChanges; `skip` prunes paths (and what is below). */
+function treeChanges(host: string, skip: ReadonlySet<string> = new Set()): Change[] {
   const base = basename(host);
   const out: Change[] = [{ path: `/${base}`, kind: 'A' }];
   if (!lstatSync(host).isDirectory()) return out;
@@ -97,6 +142,7 @@ function treeChanges(host: string): Change[] {
   while (stack.length > 0) {
     const [dir, rel] = stack.pop()!;
     for (const e of readdirSync(dir, { withFileTypes: true })) {
+      if (skip.has(`${rel}/${e.name}`)) continue;
       out.push({ path: `${rel}/${e.name}`, kind: 'A' });
       if (e.isDirectory()) stack.push([`${dir}/${e.name}`, `${rel}/${e.name}`]);
     }
@@ -104,27 +150,45 @@ function treeChanges(host: string): Change[] {
   return out;
 }
 
-/** Tar entries renamed from top name `from` to `to` ('.' = the directory extracted into), owners optionally replaced. */
-async function* renamed(tar: AsyncIterable<Buffer>, from: string | null, to: string, owner: { uid: number; gid: number } | null, guard?: (name: string) => void): AsyncGenerator<TarWriteEntry> {
-  const rename = (n: string) => {
+/** Renames top name `from` to `to` ('.' = the directory extracted into; a null `from` only cleans names). */
+function topRenamer(from: string | null, to: string): (name: string) => string {
+  return (n) => {
     const dir = n.endsWith('/');
     const x = n.replace(/^(\.\/)+/, '').replace(/\/+$/, '');
     const out = from === null ? x : x === from ? to : x.startsWith(from + '/') ? `${to}/${x.slice(from.length + 1)}` : x;
     return dir || out === '.' ? `${out}/` : out;
   };
+}
+
+/** Tar entries renamed by `rename` (null drops the entry), owners optionally replaced. */
+async function* renamed(tar: AsyncIterable<Buffer>, rename: (name: string) => string | null, owner: { uid: number; gid: number } | null): AsyncGenerator<TarWriteEntry> {
   for await (const e of readTar(tar)) {
-    const h = { ...e.header, name: rename(e.header.name) };
-    guard?.(h.name);
-    if (h.type === 'hardlink') h.linkname = rename(h.linkname);
+    const name = rename(e.header.name);
+    if (name === null) continue;
+    const h = { ...e.header, name };
+    if (h.type === 'hardlink') h.linkname = rename(h.linkname) ?? h.linkname;
     if (owner) Object.assign(h, { uid: owner.uid, gid: owner.gid, uname: '', gname: '' });
     yield h.type === 'file' && h.size > 0 ? { header: h, body: e.body() } : { header: h };
   }
 }
 
-/** The source as a tar whose top entry is named `to`. */
+/** The source as a tar whose top entry is named `to`; at each inner mount the tree continues in the mount's source. */
 function sourceTar(src: Source, to: string, owner: { uid: number; gid: number } | null): Readable {
-  const tar = exportChanges(dirname(src.host), treeChanges(src.host));
-  return writeTar(renamed(tar, basename(src.host), to, owner));
+  const parts: Inner[] = [{ host: src.host, at: '' }, ...src.inner];
+  async function* entries(): AsyncGenerator<TarWriteEntry> {
+    for (const part of parts) {
+      const base = basename(part.host);
+      // What the other parts show is pruned from this one's walk.
+      const skip = new Set<string>();
+      for (const o of parts) {
+        const r = o === part ? null : part.at === '' ? o.at : relBelow('/' + part.at, '/' + o.at);
+        if (r !== null) skip.add(`/${base}/${r}`);
+      }
+      const tar = exportChanges(dirname(part.host), treeChanges(part.host, skip));
+      yield* renamed(tar, topRenamer(base, part.at === '' ? to : `${to}/${part.at}`), owner);
+    }
+  }
+  return writeTar(entries());
 }
 
 function extract(dir: string, tar: AsyncIterable<Buffer>): Promise<unknown> {
@@ -135,19 +199,75 @@ function extract(dir: string, tar: AsyncIterable<Buffer>): Promise<unknown> {
   });
 }
 
+/** Where an entry of a copy into a container lands: in `mount` (a mount inside the copied tree) or below the copy's own directory, at `rel`. */
+interface Landing {
+  mount: MountPoint | null;
+  rel: string;
+}
+
 /**
- * Entries of a copy into container directory `dirC` that would land on a mount point below it would be
- * written into the layer under the mount: refused (copy into the mount's path instead). Null when no
- * mount lies below `dirC`, the common case.
+ * Routing for a copy into container directory `dirC` whose tree starts at `topC` (counted itself when
+ * `withTop`): an entry whose container path lies in a mount inside the tree lands in that mount's source
+ * (longest destination wins, as for every path), as Docker's copy with the mounts in place does. Null when
+ * no mount lies inside the tree, the common case.
  */
-function crossingGuard(view: ContainerView, dirC: string): ((name: string) => void) | null {
-  const below = view.mounts.filter((m) => m.Destination !== dirC && m.Destination.startsWith(dirC === '/' ? '/' : dirC + '/'));
-  if (below.length === 0) return null;
+function router(view: ContainerView, dirC: string, topC: string, withTop: boolean): ((name: string) => Landing) | null {
+  const inner = view.mounts.filter((m) => (withTop && m.Destination === topC) || relBelow(topC, m.Destination) !== null);
+  if (inner.length === 0) return null;
   return (name) => {
-    const c = posix.join(dirC, name).replace(/(.)\/$/, '$1');
-    const m = below.find((x) => c === x.Destination || c.startsWith(x.Destination + '/'));
-    if (m) throw invalidArgument(`cannot copy ${name}: it crosses the mount point ${m.Destination}; copy into ${m.Destination} itself`);
+    const rel = cleanEntryName(name);
+    const c = rel === '' ? dirC : posix.join(dirC, rel);
+    const { mount } = hostOf(view, c);
+    if (mount === null || !inner.includes(mount)) return { mount: null, rel };
+    return { mount, rel: c === mount.Destination ? '' : c.slice(mount.Destination.length + 1) };
   };
+}
+
+/**
+ * Every landing checked before anything is written: a read-only mount refuses, a mount point is only
+ * written over by a directory (Docker cannot remove a mount point either), a hard link stays on its side of
+ * a mount point. Returns where entries land (null: the copy's own directory).
+ */
+async function checkLandings(tar: AsyncIterable<Buffer>, route: (name: string) => Landing, ctr: string): Promise<Set<MountPoint | null>> {
+  const used = new Set<MountPoint | null>();
+  for await (const e of readTar(tar)) {
+    const h = e.header;
+    const { mount, rel } = route(h.name);
+    used.add(mount);
+    if (h.type === 'hardlink') {
+      const other = route(h.linkname).mount;
+      if (other !== mount) throw invalidArgument(`cannot copy ${h.name}: a hard link cannot cross the mount point ${(mount ?? other)!.Destination}`);
+    }
+    if (mount === null) continue;
+    if (!mount.RW) throw new StrataError('ErrForbidden', `cannot copy to ${ctr}:${mount.Destination}: mounted volume is marked read-only`);
+    if ((rel === '' && h.type !== 'directory') || !lstatSync(mount.Source, { throwIfNoEntry: false })?.isDirectory()) {
+      throw invalidArgument(`cannot copy ${h.name}: it would replace the mount point ${mount.Destination}`);
+    }
+  }
+  return used;
+}
+
+/** A copy whose tree reaches mounts: checked whole, then written once per place it lands (`open` gives the tar again each time). */
+async function copyAcross(dir: string, open: () => AsyncIterable<Buffer>, route: (name: string) => Landing, owner: { uid: number; gid: number } | null, ctr: string): Promise<void> {
+  for (const target of await checkLandings(open(), route, ctr)) {
+    const rename = (n: string) => {
+      const { mount, rel } = route(n);
+      return mount !== target ? null : rel === '' ? './' : n.endsWith('/') ? `${rel}/` : rel;
+    };
+    await extract(target === null ? dir : target.Source, writeTar(renamed(open(), rename, owner)));
+  }
+}
+
+/** A tar from stdin kept in a private temporary file while `fn` runs, so it can be checked whole and read once per mount. */
+async function withSpooled<T>(tar: AsyncIterable<Buffer>, fn: (open: () => AsyncIterable<Buffer>) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(join(tmpdir(), 'strata-cp-'));
+  try {
+    const file = join(dir, 'in.tar');
+    await pipeline(tar, createWriteStream(file, { mode: 0o600 }));
+    return await fn(() => createReadStream(file, { highWaterMark: 1 << 20 }));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 function containerDest(view: ContainerView, p: string, shown: string): Dest & { containerPath: string } {
@@ -172,15 +292,18 @@ export async function copyToContainer(s: Stores, idOrName: string, dstPath: stri
     if (src === null) {
       if (!dst.stat?.isDirectory()) throw invalidArgument(`destination "${idOrName}:${dstPath}" must be a directory`);
       const tar = (source as { tar: AsyncIterable<Buffer> }).tar;
-      const guard = crossingGuard(view, dst.containerPath) ?? undefined;
-      await extract(dst.host, owner || guard ? writeTar(renamed(tar, null, '', owner, guard)) : tar);
+      const route = router(view, dst.containerPath, dst.containerPath, false);
+      if (route !== null) await withSpooled(tar, (open) => copyAcross(dst.host, open, route, owner, idOrName));
+      else await extract(dst.host, owner ? writeTar(renamed(tar, topRenamer(null, ''), owner)) : tar);
       return;
     }
     const { dir, to } = placement(src, dst);
-    const guard = crossingGuard(view, dst.stat?.isDirectory() ? dst.containerPath : posix.dirname(dst.containerPath));
-    // Checked on the whole source list first, so a refused copy writes nothing.
-    if (guard) for (const ch of treeChanges(src.host)) guard(posix.join(to, ch.path.split('/').slice(2).join('/')));
-    await extract(dir, sourceTar(src, to, owner));
+    // Into an existing directory the tree's top is a new name there (a mount point itself, possibly); else it is the destination, resolved already.
+    const into = dst.stat?.isDirectory() === true && to !== '.';
+    const dirC = dst.stat?.isDirectory() ? dst.containerPath : posix.dirname(dst.containerPath);
+    const route = router(view, dirC, into ? posix.join(dirC, to) : dst.containerPath, into);
+    if (route !== null) await copyAcross(dir, () => sourceTar(src, to, owner), route, null, idOrName);
+    else await extract(dir, sourceTar(src, to, owner));
   });
 }
 

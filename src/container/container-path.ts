@@ -26,7 +26,7 @@ export interface ResolvedPath {
 }
 
 /** Host path of a clean container path: under the mount with the longest destination that prefixes it, else the rootfs. */
-function hostOf(view: ContainerView, cpath: string): { host: string; mount: MountPoint | null } {
+export function hostOf(view: ContainerView, cpath: string): { host: string; mount: MountPoint | null } {
   for (const m of view.mounts) {
     if (cpath === m.Destination) return { host: m.Source, mount: m };
     if (cpath.startsWith(m.Destination + '/')) return { host: m.Source + cpath.slice(m.Destination.length), mount: m };
