@@ -1,8 +1,8 @@
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { open, readFile, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { native, LOCK_EX, LOCK_NB, LOCK_UN } from '../../native/native.js';
+import { native } from '../../native/native.js';
+import { withFdLock } from '../../util/lock.js';
 import { capability, conflict, isErrno, isStrataError } from '../../errors.js';
 import { writeFileAtomic } from '../../util/atomic.js';
 import { execTool } from '../../util/exec.js';
@@ -55,16 +55,7 @@ async function mountedPool(home: string): Promise<Pool | null> {
 async function withHomeLock<T>(home: string, fn: () => Promise<T>): Promise<T> {
   const fd = openSync(home, 'r');
   try {
-    let delay = 1;
-    while (!native.flock(fd, LOCK_EX | LOCK_NB)) {
-      await sleep(delay);
-      delay = Math.min(delay * 2, 50);
-    }
-    try {
-      return await fn();
-    } finally {
-      native.flock(fd, LOCK_UN);
-    }
+    return await withFdLock(fd, fn);
   } finally {
     closeSync(fd);
   }
