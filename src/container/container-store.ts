@@ -1,5 +1,5 @@
-import { existsSync } from 'node:fs';
-import { mkdir, readFile, readdir, readlink, rename, rm, symlink } from 'node:fs/promises';
+import { existsSync, readFileSync, mkdirSync, readdirSync, readlinkSync, symlinkSync } from 'node:fs';
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../util/atomic.js';
 import { withFileLock } from '../util/lock.js';
@@ -51,7 +51,7 @@ export class ContainerStore {
 
   async get(id: string): Promise<ContainerRecord> {
     try {
-      return JSON.parse(await readFile(this.configPath(id), 'utf8')) as ContainerRecord;
+      return JSON.parse(readFileSync(this.configPath(id), 'utf8')) as ContainerRecord;
     } catch (e) {
       if (isErrno(e, 'ENOENT')) throw notFound(`No such container: ${id}`);
       throw e;
@@ -74,15 +74,21 @@ export class ContainerStore {
 
   /** The id holding a name (with or without `/`), from the name index: `.names/<name>` -> id. */
   private async nameHolder(name: string): Promise<string | undefined> {
-    return readlink(this.namePath(name)).catch((e) => {
+    try {
+      return readlinkSync(this.namePath(name));
+    } catch (e) {
       if (isErrno(e, 'ENOENT') || isErrno(e, 'EINVAL')) return undefined;
       throw e;
-    });
+    }
   }
 
   /** Every name in use, without `/`. */
   async names(): Promise<Set<string>> {
-    return new Set(await readdir(join(this.dir, '.names')).catch(() => []));
+    try {
+      return new Set(readdirSync(join(this.dir, '.names')));
+    } catch {
+      return new Set();
+    }
   }
 
   /** Find by full id, name (with or without `/`) or unique id prefix, as docker does. */
@@ -108,9 +114,9 @@ export class ContainerStore {
 
   /** Save a new container, taking its name first: the symlink's creation is atomic across processes. */
   async add(rec: ContainerRecord): Promise<void> {
-    await mkdir(join(this.dir, '.names'), { recursive: true });
+    mkdirSync(join(this.dir, '.names'), { recursive: true });
     try {
-      await symlink(rec.ID, this.namePath(rec.Name));
+      symlinkSync(rec.ID, this.namePath(rec.Name));
     } catch (e) {
       if (isErrno(e, 'EEXIST')) await this.checkNameFree(rec.Name);
       throw e;

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../util/atomic.js';
@@ -65,7 +66,7 @@ export class ImageStore {
   async get(id: Digest): Promise<Image> {
     let raw: Buffer;
     try {
-      raw = await readFile(this.contentPath(id));
+      raw = readFileSync(this.contentPath(id));
     } catch (e) {
       if (isErrno(e, 'ENOENT')) throw notFound(`No such image: ${id}`);
       throw e;

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../util/atomic.js';
 import { withFileLock } from '../util/lock.js';
@@ -18,7 +18,7 @@ export class TagStore {
 
   private async read(): Promise<Repositories> {
     try {
-      const parsed = JSON.parse(await readFile(this.path, 'utf8')) as { Repositories?: Repositories };
+      const parsed = JSON.parse(readFileSync(this.path, 'utf8')) as { Repositories?: Repositories };
       return parsed.Repositories ?? {};
     } catch (e) {
       if (isErrno(e, 'ENOENT')) return {};

@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import { populateThroughGet } from '../driver/populate.js';
 import { Digester, digestHex, parseDigest, type Digest } from '../util/digest.js';
 import { fsyncDir } from '../util/atomic.js';
 import { withFileLock } from '../util/lock.js';
+import { readOptionalSync } from '../util/read-optional.js';
 import { corrupt, digestMismatch, isErrno, limit, notFound } from '../errors.js';
 import { chainID } from './chain-id.js';
 import { TarSplitWriter, tarSplitStream } from './tar-split.js';
@@ -76,15 +77,12 @@ export class LayerStore {
     const dir = this.layerDir(chain);
     let files: string[];
     try {
-      files = await Promise.all(['diff', 'cache-id', 'size', 'tar-size', 'depth'].map((f) => readFile(join(dir, f), 'utf8')));
+      files = ['diff', 'cache-id', 'size', 'tar-size', 'depth'].map((f) => readFileSync(join(dir, f), 'utf8'));
     } catch (e) {
       if (isErrno(e, 'ENOENT')) throw notFound(`layer ${chain} not found`);
       throw e;
     }
-    const parent = await readFile(join(dir, 'parent'), 'utf8').catch((e) => {
-      if (isErrno(e, 'ENOENT')) return null;
-      throw e;
-    });
+    const parent = readOptionalSync(join(dir, 'parent'));
     const [diff, cacheID, size, tarSize, depth] = files as [string, string, string, string, string];
     return {
       chainID: chain,
@@ -250,7 +248,7 @@ export class LayerStore {
       await this.driver.createReadWrite(initID, parentLayer?.cacheID ?? null);
       await (this.driver.populate ? this.driver.populate(initID, initFn) : populateThroughGet(this.driver, initID, initFn));
       await this.driver.createReadWrite(mountID, initID, { storageOpt });
-      await rm(join(tmp, 'pid'));
+      unlinkSync(join(tmp, 'pid'));
       await this.lock(async () => {
         await fsyncDir(tmp);
         await rename(tmp, dir);

@@ -1,14 +1,21 @@
-import { open, rename, mkdir, rm } from 'node:fs/promises';
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { dirname, join, basename } from 'node:path';
 
+// Synchronous on purpose: these touch small metadata files, and a round trip through the threadpool costs
+// ~10x the syscall itself (a container create is a few dozen of them).
+
 /** fsync a directory so a rename inside it survives a crash. */
 export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
+  fsyncDirSync(dir);
+}
+
+export function fsyncDirSync(dir: string): void {
+  const fd = openSync(dir, 'r');
   try {
-    await fh.sync();
+    fsyncSync(fd);
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
 }
 
@@ -17,20 +24,24 @@ export function tempSibling(path: string): string {
   return join(dirname(path), `.tmp-${basename(path)}-${randomBytes(6).toString('hex')}`);
 }
 
-/** Write a file so readers see either the old content or the whole new one: temp, fsync, rename, fsync dir. */
+/**
+ * Write a small file so readers see either the old content or the whole new one: temp, fsync, rename,
+ * fsync dir. For metadata only (the write blocks the event loop).
+ */
 export async function writeFileAtomic(path: string, data: string | Buffer, mode = 0o644): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
+  mkdirSync(dirname(path), { recursive: true });
   const tmp = tempSibling(path);
-  const fh = await open(tmp, 'wx', mode);
+  const fd = openSync(tmp, 'wx', mode);
   try {
-    await fh.writeFile(data);
-    await fh.sync();
+    const buf = typeof data === 'string' ? Buffer.from(data) : data;
+    for (let off = 0; off < buf.length; ) off += writeSync(fd, buf, off);
+    fsyncSync(fd);
   } catch (e) {
-    await fh.close();
-    await rm(tmp, { force: true });
+    closeSync(fd);
+    rmSync(tmp, { force: true });
     throw e;
   }
-  await fh.close();
-  await rename(tmp, path);
-  await fsyncDir(dirname(path));
+  closeSync(fd);
+  renameSync(tmp, path);
+  fsyncDirSync(dirname(path));
 }

@@ -1,5 +1,5 @@
-import { chmodSync, existsSync, lchownSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
-import { mkdir, readFile, readlink, realpath, rm, rmdir } from 'node:fs/promises';
+import { chmodSync, existsSync, lchownSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdir, realpath, rm, rmdir } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -16,6 +16,7 @@ import { lookupInLowers } from '../../archive/changes.js';
 import { ensureRemoveAll } from '../ensure-remove.js';
 import { naiveApplyDiff, naiveChanges, naiveDiff, naiveDiffSize } from '../naive-diff.js';
 import { parseSize } from '../size-units.js';
+import { readOptionalSync } from '../../util/read-optional.js';
 import { treeSize } from '../tree-size.js';
 import { nativeDiffProblem, overlayMountProblem, readProbeVerdict, supportsDType, usingMetacopy, writeProbeVerdict } from './overlay-support.js';
 import { ProjectQuota } from './project-quota.js';
@@ -90,14 +91,6 @@ function coverLowerDirs(upper: string, lowers: readonly string[]): void {
 
 const NS = 1_000_000_000n;
 
-async function readOptional(path: string): Promise<string | null> {
-  try {
-    return (await readFile(path, 'utf8')).trim();
-  } catch (e) {
-    if (isErrno(e, 'ENOENT')) return null;
-    throw e;
-  }
-}
 
 /**
  * Docker's overlay2 graphdriver: each layer is `<home>/<id>/{diff,link,lower,work,merged}`, stacked
@@ -222,10 +215,10 @@ export class Overlay2Driver implements Driver {
   /** The `lower` file of a child of `parent`: the parent's link first, then the parent's own lowers. */
   private async lowerFor(parent: string): Promise<string> {
     const pdir = await this.mustExist(parent);
-    const link = await readOptional(join(pdir, 'link'));
+    const link = readOptionalSync(join(pdir, 'link'));
     if (link === null || link === '') throw notFound(`${this.name}: parent layer ${parent} has no link`);
     const lowers = [`${LINK_DIR}/${link}`];
-    const parentLower = await readOptional(join(pdir, 'lower'));
+    const parentLower = readOptionalSync(join(pdir, 'lower'));
     if (parentLower) lowers.push(...parentLower.split(':'));
     if (lowers.length > MAX_DEPTH) throw limit(`${this.name}: max depth exceeded: a layer can have at most ${MAX_DEPTH} lower layers`);
     return lowers.join(':');
@@ -234,7 +227,7 @@ export class Overlay2Driver implements Driver {
   async remove(id: string): Promise<void> {
     const dir = this.dir(id);
     if (!existsSync(dir)) return;
-    const link = await readOptional(join(dir, 'link'));
+    const link = readOptionalSync(join(dir, 'link'));
     if (link !== null && new RegExp(`^[${BASE32}]{${LINK_ID_LENGTH}}$`).test(link)) {
       await rm(join(this.home, LINK_DIR, link), { force: true });
     }
@@ -252,7 +245,7 @@ export class Overlay2Driver implements Driver {
 
   async get(id: string): Promise<string> {
     const dir = await this.mustExist(id);
-    const lower = await readOptional(join(dir, 'lower'));
+    const lower = readOptionalSync(join(dir, 'lower'));
     // A base layer is its own diff: nothing to stack, so nothing to mount.
     if (lower === null) return join(dir, 'diff');
     const merged = join(dir, 'merged');
@@ -327,9 +320,9 @@ export class Overlay2Driver implements Driver {
 
   /** The lower layers' diff directories, uppermost first, with the `l/` links resolved. */
   private async lowerDirs(id: string): Promise<string[]> {
-    const lower = await readOptional(join(this.home, id, 'lower'));
+    const lower = readOptionalSync(join(this.home, id, 'lower'));
     if (!lower) return [];
-    return Promise.all(lower.split(':').map(async (l) => join(this.home, LINK_DIR, await readlink(join(this.home, l)))));
+    return lower.split(':').map((l) => join(this.home, LINK_DIR, readlinkSync(join(this.home, l))));
   }
 
   async metadata(id: string): Promise<Record<string, string>> {
