@@ -1,4 +1,4 @@
-import { readdir } from 'node:fs/promises';
+import { readdirSync, type Dirent } from 'node:fs';
 import { isErrno } from '../errors.js';
 
 export const WH_PREFIX = '.wh.';
@@ -18,12 +18,13 @@ export interface LowerEntry {
 export type LowerDir = ReadonlyMap<string, LowerEntry>;
 
 /**
- * The merged view of the read-only branches, one directory at a time, built lazily and kept: a
- * lookup reads one map per path component whatever the number of branches (the branches read once
- * per directory). The branches must not change while the union is open, as for overlayfs' lowers.
+ * The merged view of the read-only branches, one directory at a time, built lazily (synchronous
+ * readdir) and kept: a lookup reads one map per path component whatever the number of branches (the
+ * branches read once per directory). The branches must not change while the union is open, as for
+ * overlayfs' lowers.
  */
 export class LowerIndex {
-  private readonly dirs = new Map<string, Promise<LowerDir>>();
+  private readonly dirs = new Map<string, LowerDir>();
 
   constructor(
     private readonly paths: readonly string[],
@@ -32,33 +33,32 @@ export class LowerIndex {
   ) {}
 
   /** The merged listing of the lower directory `rel` ('' = root); `rel` must be a visible lower directory. */
-  dir(rel: string): Promise<LowerDir> {
+  dir(rel: string): LowerDir {
     let d = this.dirs.get(rel);
     if (d === undefined) {
       d = this.build(rel);
       this.dirs.set(rel, d);
-      d.catch(() => this.dirs.delete(rel));
     }
     return d;
   }
 
-  private async branchesOf(rel: string): Promise<number[]> {
+  private branchesOf(rel: string): number[] {
     if (rel === '') return [...this.lowers];
     const slash = rel.lastIndexOf('/');
-    const parent = await this.dir(slash < 0 ? '' : rel.slice(0, slash));
+    const parent = this.dir(slash < 0 ? '' : rel.slice(0, slash));
     const e = parent.get(rel.slice(slash + 1));
     return e?.kind === 'dir' ? e.dirBranches : [];
   }
 
-  private async build(rel: string): Promise<LowerDir> {
+  private build(rel: string): LowerDir {
     const out = new Map<string, LowerEntry>();
     // Names a higher branch settled: a whiteout, a non-directory, or a directory whose merge a non-directory ended.
     const closed = new Set<string>();
-    for (const b of await this.branchesOf(rel)) {
+    for (const b of this.branchesOf(rel)) {
       const host = rel === '' ? this.paths[b]! : `${this.paths[b]}/${rel}`;
-      let ents;
+      let ents: Dirent[];
       try {
-        ents = await readdir(host, { withFileTypes: true });
+        ents = readdirSync(host, { withFileTypes: true });
       } catch (e) {
         if (isErrno(e, 'ENOENT') || isErrno(e, 'ENOTDIR')) continue;
         throw e;

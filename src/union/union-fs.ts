@@ -1,4 +1,4 @@
-import { constants as C, type BigIntStats, type Stats } from 'node:fs';
+import { constants as C, lstatSync, readdirSync, readlinkSync, type BigIntStats, type Stats } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import { Readable, Writable } from 'node:stream';
 import { asUnionError, fsError } from './fs-error.js';
@@ -72,9 +72,9 @@ function kindOf(st: Stats): EntryKind {
   return st.isDirectory() ? 'dir' : st.isFile() ? 'file' : st.isSymbolicLink() ? 'symlink' : 'other';
 }
 
-async function lstatOrNull(p: string): Promise<Stats | null> {
+function lstatOrNull(p: string): Stats | null {
   try {
-    return await fsp.lstat(p);
+    return lstatSync(p);
   } catch (e) {
     if ((e as { code?: string }).code === 'ENOENT' || (e as { code?: string }).code === 'ENOTDIR') return null;
     throw e;
@@ -123,6 +123,9 @@ export class UnionDirent {
 }
 
 /**
+ * Metadata reads (lookups, listings, stat) are synchronous syscalls: each costs microseconds, a
+ * threadpool round trip about ten times more; file data still moves asynchronously.
+ *
  * A union of branches, topmost first, with the node:fs/promises surface; paths are absolute inside the
  * union. Only the topmost branch is ever written, and only when it is `rw`: a first write to a file
  * of a lower branch copies it up there; deletions of lower names leave `.wh.<name>` whiteouts; a
@@ -147,7 +150,7 @@ export class UnionFs {
   async init(): Promise<this> {
     const st = await fsp.lstat(this.paths[0]!);
     if (!st.isDirectory()) throw fsError('ENOTDIR', 'open', this.paths[0]!);
-    if (await lstatOrNull(`${this.paths[0]}/${WH_OPAQUE}`)) this.root.lowerDir = false;
+    if (lstatOrNull(`${this.paths[0]}/${WH_OPAQUE}`)) this.root.lowerDir = false;
     return this;
   }
 
@@ -157,16 +160,16 @@ export class UnionFs {
     return rel === '' ? this.paths[0]! : `${this.paths[0]}/${rel}`;
   }
 
-  private async child(dir: Found, name: string): Promise<Found | null> {
+  private child(dir: Found, name: string): Found | null {
     if (name.startsWith(WH_PREFIX)) return null;
     const rel = dir.rel === '' ? name : `${dir.rel}/${name}`;
-    const up = dir.upperDir ? await lstatOrNull(this.upperHost(rel)) : null;
+    const up = dir.upperDir ? lstatOrNull(this.upperHost(rel)) : null;
     let whited = false;
-    if (up === null && dir.upperDir && dir.lowerDir) whited = (await lstatOrNull(`${this.upperHost(dir.rel)}/${WH_PREFIX}${name}`)) !== null;
-    const low = dir.lowerDir && !whited ? (await this.index.dir(dir.rel)).get(name) : undefined;
+    if (up === null && dir.upperDir && dir.lowerDir) whited = (lstatOrNull(`${this.upperHost(dir.rel)}/${WH_PREFIX}${name}`)) !== null;
+    const low = dir.lowerDir && !whited ? (this.index.dir(dir.rel)).get(name) : undefined;
     if (up !== null) {
       const kind = kindOf(up);
-      const lowerDir = kind === 'dir' && low?.kind === 'dir' && (await lstatOrNull(`${this.upperHost(rel)}/${WH_OPAQUE}`)) === null;
+      const lowerDir = kind === 'dir' && low?.kind === 'dir' && (lstatOrNull(`${this.upperHost(rel)}/${WH_OPAQUE}`)) === null;
       return { rel, branch: 0, host: this.upperHost(rel), kind, upperDir: kind === 'dir', lowerDir, lowerBelow: low !== undefined };
     }
     if (low === undefined) return null;
@@ -174,7 +177,7 @@ export class UnionFs {
   }
 
   /** Walk `path` component by component, following symlinks inside the union (the last one only when `follow`). */
-  private async resolve(path: string, follow: boolean, syscall: string): Promise<Resolved> {
+  private resolve(path: string, follow: boolean, syscall: string): Resolved {
     if (typeof path !== 'string') throw Object.assign(new TypeError('The "path" argument must be of type string'), { code: 'ERR_INVALID_ARG_TYPE' });
     if (path.includes('\0')) throw Object.assign(new TypeError('path must be a string without null bytes'), { code: 'ERR_INVALID_ARG_VALUE' });
     if (path.length >= PATH_MAX) throw fsError('ENAMETOOLONG', syscall, path);
@@ -194,14 +197,14 @@ export class UnionFs {
         continue;
       }
       const last = comps.length === 0;
-      const f = await this.child(cur, c);
+      const f = this.child(cur, c);
       if (f === null) {
         if (last) return { parent: cur, name: c, found: null };
         throw fsError('ENOENT', syscall, path);
       }
       if (f.kind === 'symlink' && (!last || follow)) {
         if (++links > MAX_SYMLINKS) throw fsError('ELOOP', syscall, path);
-        const target = await fsp.readlink(f.host);
+        const target = readlinkSync(f.host);
         if (target === '') throw fsError('ENOENT', syscall, path);
         if (target.startsWith('/')) stack.length = 1;
         comps = [...target.split('/').filter((x) => x !== '' && x !== '.'), ...comps];
@@ -221,8 +224,8 @@ export class UnionFs {
     return { parent, name, found };
   }
 
-  private async existing(path: string, follow: boolean, syscall: string): Promise<Found> {
-    const r = await this.resolve(path, follow, syscall);
+  private existing(path: string, follow: boolean, syscall: string): Found {
+    const r = this.resolve(path, follow, syscall);
     if (r.found === null) throw fsError('ENOENT', syscall, path);
     return r.found;
   }
@@ -249,7 +252,7 @@ export class UnionFs {
     if (rel === '') return;
     let cur = this.root;
     for (const c of rel.split('/')) {
-      const f = await this.child(cur, c);
+      const f = this.child(cur, c);
       if (f === null || f.kind !== 'dir') throw fsError('ENOENT', 'mkdir', '/' + rel);
       if (!f.upperDir) {
         const st = await fsp.lstat(f.host);
@@ -298,24 +301,28 @@ export class UnionFs {
   }
 
   /**
-   * Copy a directory and everything visible under it into the upper branch and make each directory
-   * opaque, so it no longer depends on where it is (a renamed lower directory; overlayfs would need
-   * redirect_dir for this). Hardlinks between copied files are not preserved.
+   * Copy the visible tree `f` to the new host path `dest` as `cp -a` does (fresh inodes; owners, modes,
+   * times, symlinks kept; files sharing an inode inside the tree stay hardlinked to each other), with no
+   * whiteout or opaque marker inside: nothing below a directory moved to a new place may show through.
    */
-  private async copyUpTree(f: Found): Promise<void> {
-    if (f.kind !== 'dir') {
-      await this.copyUp(f);
-      return;
-    }
-    if (!f.lowerDir) return; // already self-contained in the upper branch
-    await this.copyUp(f);
-    for (const name of await this.names(f)) {
-      const c = await this.child(f, name);
-      if (c !== null) await this.copyUpTree(c);
-    }
-    const host = this.upperHost(f.rel);
-    for (const n of await fsp.readdir(host)) if (n.startsWith(WH_PREFIX)) await fsp.rm(`${host}/${n}`, { recursive: true, force: true });
-    await fsp.writeFile(`${host}/${WH_OPAQUE}`, '', { mode: 0o444 });
+  private async copyTree(f: Found, dest: string, links: Map<string, string>): Promise<void> {
+    const st = await fsp.lstat(f.host);
+    if (f.kind === 'dir') {
+      await fsp.mkdir(dest, { mode: 0o700 });
+      for (const name of this.names(f)) {
+        const c = this.child(f, name);
+        if (c !== null) await this.copyTree(c, `${dest}/${name}`, links);
+      }
+    } else if (f.kind === 'symlink') {
+      await fsp.symlink(await fsp.readlink(f.host), dest);
+    } else if (f.kind === 'file') {
+      const key = `${st.dev}:${st.ino}`;
+      const first = links.get(key);
+      if (first !== undefined) return fsp.link(first, dest);
+      if (st.nlink > 1) links.set(key, dest);
+      await fsp.copyFile(f.host, dest, C.COPYFILE_FICLONE);
+    } else throw fsError('ENOTSUP', 'copyup', '/' + f.rel);
+    await this.copyMeta(dest, st);
   }
 
   private async whiteout(parent: Found, name: string): Promise<void> {
@@ -332,24 +339,30 @@ export class UnionFs {
     return this.upperHost(this.relOf(parent, name));
   }
 
-  /** A directory put at `name` must hide a lower directory of the same name (whited out or not). */
-  private async needsOpaque(parent: Found, name: string): Promise<boolean> {
-    if (!parent.lowerDir) return false;
-    return (await this.index.dir(parent.rel)).get(name)?.kind === 'dir';
+  /**
+   * Some lower branch shows `name` in `parent` (visible or whited out). A directory created there is made
+   * opaque, whatever the lower entry's type, as overlayfs does for a directory created over a whiteout.
+   */
+  private lowerPositive(parent: Found, name: string): boolean {
+    return parent.lowerDir && (this.index.dir(parent.rel)).has(name);
+  }
+
+  private async makeOpaque(dirHost: string): Promise<void> {
+    await fsp.writeFile(`${dirHost}/${WH_OPAQUE}`, '', { mode: 0o444 });
   }
 
   /** Visible names of a directory, upper first, without duplicates or whiteouts. */
-  private async names(dir: Found): Promise<string[]> {
+  private names(dir: Found): string[] {
     const seen = new Set<string>();
     const hidden = new Set<string>();
     if (dir.upperDir) {
-      for (const n of await fsp.readdir(this.upperHost(dir.rel))) {
+      for (const n of readdirSync(this.upperHost(dir.rel))) {
         if (n.startsWith(WH_PREFIX)) {
           if (!n.startsWith(WH_PREFIX + WH_PREFIX)) hidden.add(n.slice(WH_PREFIX.length));
         } else seen.add(n);
       }
     }
-    if (dir.lowerDir) for (const n of (await this.index.dir(dir.rel)).keys()) if (!hidden.has(n)) seen.add(n);
+    if (dir.lowerDir) for (const n of (this.index.dir(dir.rel)).keys()) if (!hidden.has(n)) seen.add(n);
     return [...seen].sort();
   }
 
@@ -375,7 +388,7 @@ export class UnionFs {
       const acc = fl & (C.O_RDONLY | C.O_WRONLY | C.O_RDWR);
       const creat = (fl & C.O_CREAT) !== 0;
       const excl = creat && (fl & C.O_EXCL) !== 0;
-      const r = await this.resolve(path, !excl && (fl & C.O_NOFOLLOW) === 0, 'open');
+      const r = this.resolve(path, !excl && (fl & C.O_NOFOLLOW) === 0, 'open');
       const hostFlags = fl & ~(C.O_CREAT | C.O_EXCL);
       if (r.found === null) {
         if (!creat) throw fsError('ENOENT', 'open', path);
@@ -435,26 +448,26 @@ export class UnionFs {
   stat(path: string, opts?: { bigint?: false }): Promise<Stats>;
   stat(path: string, opts: { bigint: true }): Promise<BigIntStats>;
   stat(path: string, opts?: { bigint?: boolean }): Promise<Stats | BigIntStats> {
-    return this.wrap('stat', path, async () => fsp.lstat((await this.existing(path, true, 'stat')).host, opts as { bigint: false }));
+    return this.wrap('stat', path, async () => lstatSync(this.existing(path, true, 'stat').host, opts as { bigint: false }));
   }
 
   lstat(path: string, opts?: { bigint?: false }): Promise<Stats>;
   lstat(path: string, opts: { bigint: true }): Promise<BigIntStats>;
   lstat(path: string, opts?: { bigint?: boolean }): Promise<Stats | BigIntStats> {
-    return this.wrap('lstat', path, async () => fsp.lstat((await this.existing(path, false, 'lstat')).host, opts as { bigint: false }));
+    return this.wrap('lstat', path, async () => lstatSync(this.existing(path, false, 'lstat').host, opts as { bigint: false }));
   }
 
   readdir(path: string, opts?: BufferEncoding | { withFileTypes?: false; encoding?: BufferEncoding }): Promise<string[]>;
   readdir(path: string, opts: { withFileTypes: true }): Promise<UnionDirent[]>;
   readdir(path: string, opts?: BufferEncoding | { withFileTypes?: boolean }): Promise<string[] | UnionDirent[]> {
     return this.wrap('scandir', path, async () => {
-      const d = await this.existing(path, true, 'scandir');
+      const d = this.existing(path, true, 'scandir');
       if (d.kind !== 'dir') throw fsError('ENOTDIR', 'scandir', path);
-      const names = await this.names(d);
+      const names = this.names(d);
       if (typeof opts !== 'object' || !opts.withFileTypes) return names;
       const out: UnionDirent[] = [];
       for (const n of names) {
-        const c = await this.child(d, n);
+        const c = this.child(d, n);
         if (c !== null) out.push(new UnionDirent(n, c.kind, path));
       }
       return out;
@@ -469,7 +482,7 @@ export class UnionFs {
     const o = typeof opts === 'number' ? { mode: opts } : (opts ?? {});
     return this.wrap('mkdir', path, async () => {
       if (!o.recursive) {
-        const r = await this.resolve(path, false, 'mkdir');
+        const r = this.resolve(path, false, 'mkdir');
         if (r.found !== null) throw fsError('EEXIST', 'mkdir', path);
         await this.mkdirIn(r.parent, r.name, o.mode ?? 0o777, path);
         return undefined;
@@ -478,7 +491,7 @@ export class UnionFs {
       let first: string | undefined;
       for (let i = 1; i <= comps.length; i++) {
         const sub = '/' + comps.slice(0, i).join('/');
-        const r = await this.resolve(sub, true, 'mkdir');
+        const r = this.resolve(sub, true, 'mkdir');
         if (r.found !== null) {
           if (r.found.kind !== 'dir') throw fsError(i === comps.length ? 'EEXIST' : 'ENOTDIR', 'mkdir', path);
           continue;
@@ -493,12 +506,12 @@ export class UnionFs {
   private async mkdirIn(parent: Found, name: string, mode: number, path: string): Promise<void> {
     const host = await this.prepareCreate(parent, name, 'mkdir', path);
     await fsp.mkdir(host, { mode });
-    if (await this.needsOpaque(parent, name)) await fsp.writeFile(`${host}/${WH_OPAQUE}`, '', { mode: 0o444 });
+    if (this.lowerPositive(parent, name)) await this.makeOpaque(host);
   }
 
   async unlink(path: string): Promise<void> {
     return this.wrap('unlink', path, async () => {
-      const r = await this.resolve(path, false, 'unlink');
+      const r = this.resolve(path, false, 'unlink');
       if (r.found === null) throw fsError('ENOENT', 'unlink', path);
       if (r.found.kind === 'dir') throw fsError('EISDIR', 'unlink', path);
       this.requireWritable('unlink', path);
@@ -508,11 +521,11 @@ export class UnionFs {
 
   async rmdir(path: string): Promise<void> {
     return this.wrap('rmdir', path, async () => {
-      const r = await this.resolve(path, false, 'rmdir');
+      const r = this.resolve(path, false, 'rmdir');
       if (r.found === null) throw fsError('ENOENT', 'rmdir', path);
       if (r.found.kind !== 'dir') throw fsError('ENOTDIR', 'rmdir', path);
       if (r.found.rel === '') throw fsError('EBUSY', 'rmdir', path);
-      if ((await this.names(r.found)).length > 0) throw fsError('ENOTEMPTY', 'rmdir', path);
+      if ((this.names(r.found)).length > 0) throw fsError('ENOTEMPTY', 'rmdir', path);
       this.requireWritable('rmdir', path);
       await this.removeName(r.parent, r.found);
     });
@@ -520,7 +533,7 @@ export class UnionFs {
 
   async rm(path: string, opts?: { recursive?: boolean; force?: boolean }): Promise<void> {
     return this.wrap('rm', path, async () => {
-      const r = await this.resolve(path, false, 'rm');
+      const r = this.resolve(path, false, 'rm');
       if (r.found === null) {
         if (opts?.force) return;
         throw fsError('ENOENT', 'lstat', path);
@@ -539,9 +552,9 @@ export class UnionFs {
       'rename',
       oldPath,
       async () => {
-        const s = await this.resolve(oldPath, false, 'rename');
+        const s = this.resolve(oldPath, false, 'rename');
         // Both parents are looked up before the source's last component, as the kernel does.
-        const d = await this.resolve(newPath, false, 'rename');
+        const d = this.resolve(newPath, false, 'rename');
         const src = s.found;
         if (src === null) throw fsError('ENOENT', 'rename', oldPath, newPath);
         if (src.rel === '' || d.found?.rel === '') throw fsError('EBUSY', 'rename', oldPath, newPath);
@@ -552,20 +565,42 @@ export class UnionFs {
         if (d.found !== null) {
           if (src.kind === 'dir' && d.found.kind !== 'dir') throw fsError('ENOTDIR', 'rename', oldPath, newPath);
           if (src.kind !== 'dir' && d.found.kind === 'dir') throw fsError('EISDIR', 'rename', oldPath, newPath);
-          if (d.found.kind === 'dir' && (await this.names(d.found)).length > 0) throw fsError('ENOTEMPTY', 'rename', oldPath, newPath);
+          if (d.found.kind === 'dir' && (this.names(d.found)).length > 0) throw fsError('ENOTEMPTY', 'rename', oldPath, newPath);
         }
         this.requireWritable('rename', oldPath);
         if (d.name.startsWith(WH_PREFIX)) throw fsError('EPERM', 'rename', oldPath, newPath);
-        if (src.kind === 'dir') await this.copyUpTree(src);
-        else await this.copyUp(src);
+        if (src.kind === 'dir' && src.lowerDir) return this.moveDirByCopy(s.parent, src, d.parent, d.name, d.found);
+        const wasOpaque = src.kind === 'dir' && (lstatOrNull(`${src.host}/${WH_OPAQUE}`)) !== null;
+        await this.copyUp(src);
         if (d.found !== null && d.found.branch === 0) await fsp.rm(d.found.host, { recursive: d.found.kind === 'dir' });
         const dstHost = await this.prepareCreate(d.parent, d.name, 'rename', oldPath);
         await fsp.rename(this.upperHost(src.rel), dstHost);
         if (src.lowerBelow) await this.whiteout(s.parent, s.name);
-        if (src.kind === 'dir' && (await this.needsOpaque(d.parent, d.name))) await fsp.writeFile(`${dstHost}/${WH_OPAQUE}`, '', { mode: 0o444 });
+        // As overlayfs: an upper directory moved under a merged one is made opaque, so no lower directory shows through it.
+        if (src.kind === 'dir' && !wasOpaque && d.parent.lowerDir) await this.makeOpaque(dstHost);
       },
       newPath,
     );
+  }
+
+  /**
+   * Rename of a directory that lower branches contribute to, done as `mv` does when rename(2) answers
+   * EXDEV (overlayfs without redirect_dir): the visible tree is copied to the new name (opaque when a
+   * lower branch has that name, as mkdir over a whiteout is), then the old name is removed.
+   */
+  private async moveDirByCopy(srcParent: Found, src: Found, dstParent: Found, dstName: string, dst: Found | null): Promise<void> {
+    await this.ensureUpperDir(dstParent.rel);
+    const tmp = this.tempIn(this.upperHost(dstParent.rel));
+    try {
+      await this.copyTree(src, tmp, new Map());
+      if (this.lowerPositive(dstParent, dstName)) await this.makeOpaque(tmp);
+      if (dst !== null && dst.branch === 0) await fsp.rm(dst.host, { recursive: true });
+      await fsp.rename(tmp, await this.prepareCreate(dstParent, dstName, 'rename', '/' + src.rel));
+    } catch (e) {
+      await fsp.rm(tmp, { recursive: true, force: true });
+      throw e;
+    }
+    await this.removeName(srcParent, src);
   }
 
   async symlink(target: string, path: string): Promise<void> {
@@ -573,7 +608,7 @@ export class UnionFs {
       'symlink',
       target,
       async () => {
-        const r = await this.resolve(path, false, 'symlink');
+        const r = this.resolve(path, false, 'symlink');
         if (r.found !== null) throw fsError('EEXIST', 'symlink', target, path);
         await fsp.symlink(target, await this.prepareCreate(r.parent, r.name, 'symlink', path));
       },
@@ -583,7 +618,7 @@ export class UnionFs {
 
   async readlink(path: string): Promise<string> {
     return this.wrap('readlink', path, async () => {
-      const f = await this.existing(path, false, 'readlink');
+      const f = this.existing(path, false, 'readlink');
       if (f.kind !== 'symlink') throw fsError('EINVAL', 'readlink', path);
       return fsp.readlink(f.host);
     });
@@ -594,8 +629,8 @@ export class UnionFs {
       'link',
       existingPath,
       async () => {
-        const src = await this.existing(existingPath, false, 'link');
-        const d = await this.resolve(newPath, false, 'link');
+        const src = this.existing(existingPath, false, 'link');
+        const d = this.resolve(newPath, false, 'link');
         if (d.found !== null) throw fsError('EEXIST', 'link', existingPath, newPath);
         if (src.kind === 'dir') throw fsError('EPERM', 'link', existingPath, newPath);
         this.requireWritable('link', existingPath);
@@ -609,7 +644,7 @@ export class UnionFs {
   /** Copy up the entry `path` names (following symlinks unless `follow` is false) and run `fn` on its upper copy. */
   private async modify(syscall: string, path: string, follow: boolean, fn: (host: string) => Promise<void>): Promise<void> {
     return this.wrap(syscall, path, async () => {
-      const f = await this.existing(path, follow, syscall);
+      const f = this.existing(path, follow, syscall);
       this.requireWritable(syscall, path);
       await fn(await this.copyUp(f));
     });
@@ -637,14 +672,14 @@ export class UnionFs {
 
   async access(path: string, mode = C.F_OK): Promise<void> {
     return this.wrap('access', path, async () => {
-      const f = await this.existing(path, true, 'access');
+      const f = this.existing(path, true, 'access');
       if ((mode & C.W_OK) !== 0) this.requireWritable('access', path);
       await fsp.access(f.host, mode);
     });
   }
 
   async realpath(path: string): Promise<string> {
-    return this.wrap('realpath', path, async () => '/' + (await this.existing(path, true, 'realpath')).rel);
+    return this.wrap('realpath', path, async () => '/' + (this.existing(path, true, 'realpath')).rel);
   }
 
   async copyFile(src: string, dest: string, mode = 0): Promise<void> {

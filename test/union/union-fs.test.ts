@@ -1,6 +1,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { lstat, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile, chmod } from 'node:fs/promises';
+import { chmod, link, lstat, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openUnion } from '../../src/union/open-union.js';
@@ -147,6 +147,36 @@ describe('rename, links, symlinks', () => {
     assert.equal(await readFile(join(up!, 'e/s/b'), 'utf8'), 'B');
     await u.rename('/e', '/d');
     assert.deepEqual(await u.readdir('/d'), ['a', 's']);
+  });
+
+  it('moves a lower directory as mv does: a fresh copy, hardlinks inside kept, opaque only over a lower name', async () => {
+    const [up, low] = await branches([{}, { 'd/f': 'F', 'd/s/x': 'X', e: 'lower file' }]);
+    await link(join(low!, 'd/f'), join(low!, 'd/s/f2'));
+    const u = await openUnion(`${up}=rw:${low}=ro`);
+    await u.unlink('/e');
+    await u.rename('/d', '/e');
+    assert.deepEqual(await readdir(join(up!, 'e')).then((x) => x.sort()), ['.wh..wh..opq', 'f', 's']);
+    assert.equal((await lstat(join(up!, 'e/f'))).ino, (await lstat(join(up!, 'e/s/f2'))).ino);
+    assert.deepEqual((await readdir(join(up!, 'e/s'))).sort(), ['f2', 'x']);
+    assert.deepEqual((await readdir(up!)).sort(), ['.wh.d', 'e']);
+    await u.mkdir('/fresh');
+    await u.rename('/e/s', '/fresh/s');
+    // Under a directory only the upper branch has, nothing can show through: no marker.
+    assert.deepEqual((await readdir(join(up!, 'fresh/s'))).sort(), ['f2', 'x']);
+    assert.equal(await readFile(join(low!, 'd/s/x'), 'utf8'), 'X');
+  });
+
+  it('makes a directory opaque when it is created over any whited-out lower name, or moved under a merged directory', async () => {
+    const [up, low] = await branches([{}, { f: 'file', m: { dir: true } }]);
+    const u = await openUnion(`${up}=rw:${low}=ro`);
+    await u.unlink('/f');
+    await u.mkdir('/f');
+    assert.ok((await lstat(join(up!, 'f/.wh..wh..opq'))).isFile());
+    await u.mkdir('/plain');
+    assert.deepEqual(await readdir(join(up!, 'plain')), []);
+    await u.rename('/plain', '/m/moved');
+    assert.deepEqual(await readdir(join(up!, 'm/moved')), ['.wh..wh..opq']);
+    assert.deepEqual(await u.readdir('/m/moved'), []);
   });
 
   it('hardlinks a lower file after copying it up', async () => {
