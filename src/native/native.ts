@@ -13,6 +13,11 @@ export interface Native {
   mount(source: string | null, target: string, fstype: string | null, flags: number, data: string | null, cwd?: string): void;
   umount(target: string, flags: number): void;
   statfs(path: string): { type: number; bsize: number; blocks: number; bfree: number; bavail: number; files: number; ffree: number };
+  /**
+   * chroot(2) of the whole process; the cwd stays where it was, so relative paths still reach outside
+   * (the differential test's kernel-side worker moves between overlay mounts this way).
+   */
+  chroot(path: string): void;
   /** false only when LOCK_NB was given and another holder has the lock */
   flock(fd: number, operation: number): boolean;
 }

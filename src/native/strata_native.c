@@ -1,6 +1,6 @@
 // Syscalls Node does not expose: device nodes (overlay whiteouts are char 0/0), l*xattr (never
 // follow a symlink), nanosecond utimensat without following, mount/umount with relative lowerdirs,
-// statfs magic, flock. Every function is synchronous and throws an Error carrying errno's code.
+// statfs magic, flock, chroot. Every function is synchronous and throws an Error carrying errno's code.
 #define _GNU_SOURCE
 #include <node_api.h>
 #include <errno.h>
@@ -230,6 +230,18 @@ static napi_value js_umount(napi_env env, napi_callback_info info) {
   return r;
 }
 
+// chroot(path): a relative path resolves against the cwd, which chroot leaves as it was
+static napi_value js_chroot(napi_env env, napi_callback_info info) {
+  size_t argc = 1; napi_value a[1];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  char *path = get_str(env, a[0]);
+  if (!path) { napi_throw_type_error(env, NULL, "chroot(path)"); return NULL; }
+  napi_value r = undef(env);
+  if (chroot(path) != 0) r = throw_errno(env, errno, "chroot", path);
+  free(path);
+  return r;
+}
+
 // statfs(path) -> { type, bsize, blocks, bfree, bavail, files, ffree }
 static napi_value js_statfs(napi_env env, napi_callback_info info) {
   size_t argc = 1; napi_value a[1];
@@ -273,6 +285,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"mount", NULL, js_mount, NULL, NULL, NULL, napi_default, NULL},
     {"umount", NULL, js_umount, NULL, NULL, NULL, napi_default, NULL},
     {"statfs", NULL, js_statfs, NULL, NULL, NULL, napi_default, NULL},
+    {"chroot", NULL, js_chroot, NULL, NULL, NULL, napi_default, NULL},
     {"flock", NULL, js_flock, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
