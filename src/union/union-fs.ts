@@ -33,6 +33,19 @@ interface Resolved {
   parent: Found;
   name: string;
   found: Found | null;
+  /** The path's last component is not a name ('/' alone, `.` or `..`): calls that create or remove a name refuse it, each with the kernel's code. */
+  last: 'name' | 'root' | 'dot' | 'dotdot';
+}
+
+/** The kind of the path's last component, as the kernel's path walk classifies it (trailing slashes ignored). */
+function lastComponent(path: string): Resolved['last'] {
+  const c = path.split('/').filter((x) => x !== '').pop();
+  return c === undefined ? 'root' : c === '.' ? 'dot' : c === '..' ? 'dotdot' : 'name';
+}
+
+/** The kernel's answer when a call that needs a name gets `/`, `.` or `..` instead. */
+function refuseNonName(r: Resolved, codes: Record<Exclude<Resolved['last'], 'name'>, string>, syscall: string, path: string, dest?: string): void {
+  if (r.last !== 'name') throw fsError(codes[r.last], syscall, path, dest);
 }
 
 const FLAGS: Record<string, number> = {
@@ -74,9 +87,11 @@ function kindOf(st: Stats): EntryKind {
 
 function lstatOrNull(p: string): Stats | null {
   try {
-    return lstatSync(p);
+    // No exception for the common miss (a whiteout or opaque marker that is not there): building one costs more than the syscall.
+    return lstatSync(p, { throwIfNoEntry: false }) ?? null;
   } catch (e) {
-    if ((e as { code?: string }).code === 'ENOENT' || (e as { code?: string }).code === 'ENOTDIR') return null;
+    // ENAMETOOLONG: `.wh.` + a name of 252 to 255 bytes, a whiteout that cannot exist (as in AUFS).
+    if (['ENOENT', 'ENOTDIR', 'ENAMETOOLONG'].includes((e as { code?: string }).code ?? '')) return null;
     throw e;
   }
 }
@@ -85,7 +100,7 @@ async function unlinkIfPresent(p: string): Promise<void> {
   try {
     await fsp.unlink(p);
   } catch (e) {
-    if ((e as { code?: string }).code !== 'ENOENT') throw e;
+    if ((e as { code?: string }).code !== 'ENOENT' && (e as { code?: string }).code !== 'ENAMETOOLONG') throw e;
   }
 }
 
@@ -181,6 +196,7 @@ export class UnionFs {
     if (typeof path !== 'string') throw Object.assign(new TypeError('The "path" argument must be of type string'), { code: 'ERR_INVALID_ARG_TYPE' });
     if (path.includes('\0')) throw Object.assign(new TypeError('path must be a string without null bytes'), { code: 'ERR_INVALID_ARG_VALUE' });
     if (path.length >= PATH_MAX) throw fsError('ENAMETOOLONG', syscall, path);
+    const lastKind = lastComponent(path);
     const mustBeDir = path.endsWith('/') && path.replace(/\/+$/, '') !== '';
     if (mustBeDir) follow = true;
     let comps = path.split('/').filter((c) => c !== '' && c !== '.');
@@ -196,13 +212,13 @@ export class UnionFs {
         if (stack.length > 1) stack.pop();
         continue;
       }
-      const last = comps.length === 0;
+      const isLast = comps.length === 0;
       const f = this.child(cur, c);
       if (f === null) {
-        if (last) return { parent: cur, name: c, found: null };
+        if (isLast) return { parent: cur, name: c, found: null, last: lastKind };
         throw fsError('ENOENT', syscall, path);
       }
-      if (f.kind === 'symlink' && (!last || follow)) {
+      if (f.kind === 'symlink' && (!isLast || follow)) {
         if (++links > MAX_SYMLINKS) throw fsError('ELOOP', syscall, path);
         const target = readlinkSync(f.host);
         if (target === '') throw fsError('ENOENT', syscall, path);
@@ -210,9 +226,9 @@ export class UnionFs {
         comps = [...target.split('/').filter((x) => x !== '' && x !== '.'), ...comps];
         continue;
       }
-      if (last) {
+      if (isLast) {
         if (mustBeDir && f.kind !== 'dir') throw fsError('ENOTDIR', syscall, path);
-        return { parent: cur, name: c, found: f };
+        return { parent: cur, name: c, found: f, last: lastKind };
       }
       stack.push(f);
       name = c;
@@ -221,7 +237,7 @@ export class UnionFs {
     const found = stack[stack.length - 1]!;
     const parent = stack.length > 1 ? stack[stack.length - 2]! : this.root;
     name = found.rel.slice(found.rel.lastIndexOf('/') + 1);
-    return { parent, name, found };
+    return { parent, name, found, last: lastKind };
   }
 
   private existing(path: string, follow: boolean, syscall: string): Found {
@@ -522,9 +538,9 @@ export class UnionFs {
   async rmdir(path: string): Promise<void> {
     return this.wrap('rmdir', path, async () => {
       const r = this.resolve(path, false, 'rmdir');
+      refuseNonName(r, { root: 'EBUSY', dot: 'EINVAL', dotdot: 'ENOTEMPTY' }, 'rmdir', path);
       if (r.found === null) throw fsError('ENOENT', 'rmdir', path);
       if (r.found.kind !== 'dir') throw fsError('ENOTDIR', 'rmdir', path);
-      if (r.found.rel === '') throw fsError('EBUSY', 'rmdir', path);
       if ((this.names(r.found)).length > 0) throw fsError('ENOTEMPTY', 'rmdir', path);
       this.requireWritable('rmdir', path);
       await this.removeName(r.parent, r.found);
@@ -555,9 +571,11 @@ export class UnionFs {
         const s = this.resolve(oldPath, false, 'rename');
         // Both parents are looked up before the source's last component, as the kernel does.
         const d = this.resolve(newPath, false, 'rename');
+        const busy = { root: 'EBUSY', dot: 'EBUSY', dotdot: 'EBUSY' };
+        refuseNonName(s, busy, 'rename', oldPath, newPath);
+        refuseNonName(d, busy, 'rename', oldPath, newPath);
         const src = s.found;
         if (src === null) throw fsError('ENOENT', 'rename', oldPath, newPath);
-        if (src.rel === '' || d.found?.rel === '') throw fsError('EBUSY', 'rename', oldPath, newPath);
         const dstRel = this.relOf(d.parent, d.name);
         if (dstRel === src.rel) return;
         if (dstRel.startsWith(src.rel + '/')) throw fsError('EINVAL', 'rename', oldPath, newPath);

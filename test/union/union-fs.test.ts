@@ -1,9 +1,14 @@
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmod, link, lstat, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openUnion } from '../../src/union/open-union.js';
+import { unmountUnder } from '../fixtures/unmount.js';
+import { isRoot, requireCap } from '../helpers/caps.js';
+import { KernelSide } from './differential/kernel-side.js';
+import { runSequence } from './differential/run-sequence.js';
+import type { LowerEntry, Op } from './differential/sequence.js';
 
 let tmp: string;
 let n = 0;
@@ -253,5 +258,131 @@ describe('read-only unions and the rest of the surface', () => {
     assert.deepEqual((await readdir(a!)).sort(), ['a.txt', 'b.txt', 'c.txt']);
     assert.equal(await readFile(join(b!, 'b.txt'), 'utf8'), 'from b');
     assert.equal(await u.readFile('/b.txt', 'utf8'), 'from b!');
+  });
+});
+
+describe('bad input, answered as the kernel answers (overlayfs mount, chrooted)', () => {
+  let kernel: KernelSide | undefined;
+  let scratch: string;
+  before(async () => {
+    scratch = await mkdtemp(join(tmpdir(), 'strata-union-bad-'));
+    if (isRoot) kernel = KernelSide.start(scratch);
+  });
+  after(async () => {
+    await kernel?.stop();
+    unmountUnder(scratch);
+    await rm(scratch, { recursive: true, force: true });
+  });
+
+  const file = (p: string, data = p): LowerEntry => ({ kind: 'file', p, data, mode: 0o644, uid: 0, gid: 0, mtime: 1_000_000 });
+  const lowers: LowerEntry[][] = [[file('etc/passwd', 'union passwd'), { kind: 'dir', p: 'a/b', mode: 0o755 }], [file('etc/hosts'), file('x')]];
+  let seed = 0;
+
+  /**
+   * Run `ops` on both sides: codes and trees after every step, the exported uppers and the lower
+   * branches (never written) must agree; a sentinel tree next to the branches (what an escape from the
+   * union root would reach) must be untouched. Returns the union's code for each operation.
+   */
+  async function both(t: TestContext, ops: Op[], opts: { readOnly?: boolean } = {}): Promise<string[] | null> {
+    if (!requireCap(t, 'root (kernel overlayfs mount, chroot)', isRoot)) return null;
+    await mkdir(join(scratch, 'etc'), { recursive: true });
+    await writeFile(join(scratch, 'etc/passwd'), 'host passwd');
+    const outside = async () => (await readdir(scratch, { recursive: true })).sort().join(' ') + (await readFile(join(scratch, 'etc/passwd'), 'utf8'));
+    const before = await outside();
+    const codes: string[] = [];
+    const d = await runSequence(scratch, kernel!, { seed: seed++, lowers, ops }, { ...opts, codes });
+    assert.equal(d, null, d?.text);
+    assert.equal(await outside(), before);
+    return codes;
+  }
+
+  it('clamps `..` at the union root', async (t) => {
+    const codes = await both(t, [
+      { op: 'write', p: '../../../etc/passwd', data: 'through ..' },
+      { op: 'mkdir', p: 'a/b/../../../../c' },
+      { op: 'write', p: 'a/b/../../../x', data: 'x' },
+      { op: 'symlink', target: '../../../../../etc/hosts', p: 'a/up' },
+      { op: 'append', p: 'a/up', data: '+' },
+      { op: 'rename', p: '../../a', q: '../../../d' },
+      // A call that removes or renames a name refuses `..`, `.` and `/` with the kernel's codes.
+      { op: 'rmdir', p: '..' },
+      { op: 'rmdir', p: 'd/.' },
+      { op: 'rmdir', p: '' },
+      { op: 'rename', p: 'd/..', q: 'e' },
+      { op: 'unlink', p: 'd/..' },
+      { op: 'mkdir', p: 'd/..' },
+    ]);
+    if (codes) assert.deepEqual(codes, ['OK', 'OK', 'OK', 'OK', 'OK', 'OK', 'ENOTEMPTY', 'EINVAL', 'EBUSY', 'EBUSY', 'EISDIR', 'EEXIST']);
+  });
+
+  it('resolves absolute symlinks inside the union', async (t) => {
+    const codes = await both(t, [
+      { op: 'symlink', target: '/etc/passwd', p: 'abs' },
+      { op: 'write', p: 'abs', data: 'via absolute link' },
+      { op: 'symlink', target: '/', p: 'root' },
+      { op: 'write', p: 'root/etc/../root/new', data: 'n' },
+      { op: 'symlink', target: '/no/such/dir/f', p: 'dangling' },
+      { op: 'write', p: 'dangling', data: 'd' },
+      { op: 'chmod', p: 'abs', mode: 0o600 },
+      { op: 'link', p: 'abs', q: 'hard' },
+    ]);
+    if (codes) assert.deepEqual(codes, ['OK', 'OK', 'OK', 'OK', 'OK', 'ENOENT', 'OK', 'OK']);
+  });
+
+  it('answers ELOOP for symlink loops and for more than 40 links in one path walk', async (t) => {
+    const chain: Op[] = Array.from({ length: 41 }, (_, i) => ({ op: 'symlink', target: `l${i + 1}`, p: `l${i}` }));
+    const codes = await both(t, [
+      { op: 'symlink', target: 'loop', p: 'loop' },
+      { op: 'write', p: 'loop', data: 'x' },
+      { op: 'symlink', target: 'q/x', p: 'p' },
+      { op: 'symlink', target: 'p/y', p: 'q' },
+      { op: 'mkdir', p: 'p/z' },
+      { op: 'chmod', p: 'q', mode: 0o600 },
+      ...chain,
+      { op: 'write', p: 'l1', data: '40 links: fine' },
+      { op: 'write', p: 'l0', data: '41 links: ELOOP' },
+      { op: 'unlink', p: 'loop' },
+    ]);
+    if (codes) assert.deepEqual(codes, ['OK', 'ELOOP', 'OK', 'OK', 'ELOOP', 'ELOOP', ...chain.map(() => 'OK'), 'OK', 'ELOOP', 'OK']);
+  });
+
+  it('answers ENAMETOOLONG for a name over NAME_MAX and a path of PATH_MAX or more', async (t) => {
+    const deep = (len: number) => 'a/'.repeat(len >> 1).slice(0, len - 1); // '/' + this is `len` characters long
+    const codes = await both(t, [
+      { op: 'write', p: 'n'.repeat(256), data: 'x' },
+      { op: 'write', p: 'n'.repeat(255), data: 'max' },
+      { op: 'mkdir', p: `a/${'d'.repeat(256)}` },
+      { op: 'rename', p: 'x', q: 'r'.repeat(256) },
+      { op: 'symlink', target: 't'.repeat(4096), p: 'longlink' },
+      { op: 'write', p: deep(4095), data: 'x' },
+      { op: 'write', p: deep(4096), data: 'x' },
+      { op: 'unlink', p: deep(5000) },
+    ]);
+    if (codes) assert.deepEqual(codes, ['ENAMETOOLONG', 'OK', 'ENAMETOOLONG', 'ENAMETOOLONG', 'ENAMETOOLONG', 'ENOENT', 'ENAMETOOLONG', 'ENAMETOOLONG']);
+  });
+
+  it('refuses every write to a read-only union with EROFS, as a read-only overlay does, writing nothing', async (t) => {
+    const codes = await both(
+      t,
+      [
+        { op: 'write', p: 'x', data: 'w' },
+        { op: 'write', p: 'new', data: 'w' },
+        { op: 'append', p: 'etc/passwd', data: 'a' },
+        { op: 'truncate', p: 'x', len: 0 },
+        { op: 'mkdir', p: 'd' },
+        { op: 'rmdir', p: 'a/b' },
+        { op: 'unlink', p: 'x' },
+        { op: 'rename', p: 'x', q: 'y' },
+        { op: 'link', p: 'x', q: 'y' },
+        { op: 'symlink', target: 'x', p: 'y' },
+        { op: 'chmod', p: 'x', mode: 0o600 },
+        { op: 'chown', p: 'x', uid: 1, gid: 1 },
+        { op: 'utimes', p: 'x', t: 1 },
+        { op: 'write', p: 'no/such/dir', data: 'w' },
+        { op: 'mkdir', p: 'etc' },
+      ],
+      { readOnly: true },
+    );
+    if (codes) assert.deepEqual(codes, [...Array(13).fill('EROFS'), 'ENOENT', 'EEXIST']);
   });
 });

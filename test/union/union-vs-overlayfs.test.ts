@@ -19,7 +19,8 @@ import { shrink } from './differential/shrink.js';
  * EXDEV. A failure is shrunk to the shortest operation list that still fails and printed with its seed
  * (UNION_DIFF_SEED=<seed> runs that one sequence).
  */
-const SEQUENCES = Number(process.env.UNION_DIFF_SEQUENCES ?? 24);
+const SEQUENCES = Number(process.env.UNION_DIFF_SEQUENCES ?? 1000);
+const JOBS = Number(process.env.UNION_DIFF_JOBS ?? 2);
 const OPS = 30;
 const BASE_SEED = 0x5eed;
 
@@ -37,24 +38,28 @@ async function report(tmp: string, kernel: KernelSide, seq: Sequence, step: numb
 test('userspace union matches kernel overlayfs on random operation sequences', { timeout: Number(process.env.UNION_DIFF_TIMEOUT ?? 600_000) }, async (t) => {
   if (!requireCap(t, 'root (kernel overlayfs mount, chroot)', isRoot)) return;
   const tmp = await mkdtemp(join(tmpdir(), 'strata-union-diff-'));
-  let kernel: KernelSide | undefined;
+  const workers: KernelSide[] = [];
   try {
     // A private tmpfs: thousands of small trees made and removed cost no disk I/O (and nothing else's).
-    native.mount('tmpfs', tmp, 'tmpfs', 0, 'size=256m,mode=0700');
-    kernel = KernelSide.start(tmp);
+    native.mount('tmpfs', tmp, 'tmpfs', 0, 'size=512m,mode=0700');
     const seeds = process.env.UNION_DIFF_SEED ? [Number(process.env.UNION_DIFF_SEED)] : Array.from({ length: SEQUENCES }, (_, s) => BASE_SEED + s);
     const failures: string[] = [];
-    for (const seed of seeds) {
-      const seq = genSequence(seed, OPS);
-      const d = await runSequence(tmp, kernel, seq);
-      if (d === null) continue;
-      failures.push(await report(tmp, kernel, seq, d.step));
-      t.diagnostic(failures.at(-1)!);
-      if (failures.length >= 3) break;
-    }
+    // JOBS sequences at a time, each job with its own chrooted kernel-side worker: the two sides of a
+    // step run in parallel, and one job's wait on its worker is another's time on the union.
+    const job = async (kernel: KernelSide) => {
+      for (let seed = seeds.shift(); seed !== undefined && failures.length < 3; seed = seeds.shift()) {
+        const seq = genSequence(seed, OPS);
+        const d = await runSequence(tmp, kernel, seq);
+        if (d === null) continue;
+        failures.push(await report(tmp, kernel, seq, d.step));
+        t.diagnostic(failures.at(-1)!);
+      }
+    };
+    for (let i = 0; i < JOBS; i++) workers.push(KernelSide.start(tmp));
+    await Promise.all(workers.map(job));
     assert.equal(failures.length, 0, failures.join('\n\n'));
   } finally {
-    await kernel?.stop();
+    await Promise.all(workers.map((w) => w.stop()));
     unmountUnder(tmp);
     await rm(tmp, { recursive: true, force: true });
   }

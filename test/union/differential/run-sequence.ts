@@ -40,9 +40,11 @@ function difference(step: number, head: string, kernel: string[], union: string[
  * union), a kernel overlay mount over one set and the union over the other, each operation applied to
  * both; after every step the error codes and the visible trees must agree, at the end the two upper
  * branches exported as layer tars must hold the same entries and the union's lower branches must be
- * untouched. Returns the first divergence, or null.
+ * untouched. `readOnly`: no upper branch on either side (overlayfs mounted from lower layers only, the
+ * union's top branch `ro`; needs two lowers). `codes` collects the union's answer to each operation.
+ * Returns the first divergence, or null.
  */
-export async function runSequence(tmp: string, kernel: KernelSide, seq: Sequence): Promise<Divergence | null> {
+export async function runSequence(tmp: string, kernel: KernelSide, seq: Sequence, opts: { readOnly?: boolean; codes?: string[] } = {}): Promise<Divergence | null> {
   const dir = mkdtempSync(join(tmp, `s${seq.seed}-`));
   const kLowers = seq.lowers.map((_, i) => join(dir, `k${i}`));
   const uLowers = seq.lowers.map((_, i) => join(dir, `u${i}`));
@@ -56,11 +58,12 @@ export async function runSequence(tmp: string, kernel: KernelSide, seq: Sequence
     });
     for (const d of [ku, kw, km, uu]) mkdirSync(d);
     const lowersBefore = uLowers.flatMap(hostTree);
-    native.mount('overlay', km, 'overlay', 0, `lowerdir=${kLowers.join(':')},upperdir=${ku},workdir=${kw},redirect_dir=off,index=off,metacopy=off`);
+    const upper = opts.readOnly ? '' : `,upperdir=${ku},workdir=${kw}`;
+    native.mount('overlay', km, 'overlay', 0, `lowerdir=${kLowers.join(':')}${upper},redirect_dir=off,index=off,metacopy=off`);
     mounted = true;
     await kernel.enter(relative(tmp, km));
     entered = true;
-    const u = await openUnion([{ path: uu, mode: 'rw' }, ...uLowers.map((path) => ({ path, mode: 'ro' as const }))]);
+    const u = await openUnion([...(opts.readOnly ? [] : [{ path: uu, mode: 'rw' as const }]), ...uLowers.map((path) => ({ path, mode: 'ro' as const }))]);
     const ufs = u as unknown as Parameters<typeof manifest>[0];
     const trees = () => Promise.all([kernel.manifest(), manifest(ufs)]);
     let [k, un] = await trees();
@@ -69,6 +72,7 @@ export async function runSequence(tmp: string, kernel: KernelSide, seq: Sequence
     for (let i = 0; i < seq.ops.length; i++) {
       const o = seq.ops[i]!;
       const [kc, uc] = await Promise.all([kernel.op(o), unionOp(u, o)]);
+      opts.codes?.push(uc);
       [k, un] = await trees();
       d = difference(i + 1, `step ${i + 1} ${opText(o)}: kernel ${kc}${kc === uc ? ', union ' : ' != union '}${uc}`, k, un);
       if (d) return d;
