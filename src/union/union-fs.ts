@@ -96,6 +96,11 @@ function lstatOrNull(p: string): Stats | null {
   }
 }
 
+function sameInode(a: string, b: string): boolean {
+  const [x, y] = [lstatSync(a), lstatSync(b)];
+  return x.dev === y.dev && x.ino === y.ino;
+}
+
 async function unlinkIfPresent(p: string): Promise<void> {
   try {
     await fsp.unlink(p);
@@ -527,10 +532,12 @@ export class UnionFs {
 
   async unlink(path: string): Promise<void> {
     return this.wrap('unlink', path, async () => {
+      // The kernel's order: the parent walk, a non-name, a read-only mount, then the name itself.
       const r = this.resolve(path, false, 'unlink');
+      refuseNonName(r, { root: 'EISDIR', dot: 'EISDIR', dotdot: 'EISDIR' }, 'unlink', path);
+      this.requireWritable('unlink', path);
       if (r.found === null) throw fsError('ENOENT', 'unlink', path);
       if (r.found.kind === 'dir') throw fsError('EISDIR', 'unlink', path);
-      this.requireWritable('unlink', path);
       await this.removeName(r.parent, r.found);
     });
   }
@@ -539,10 +546,10 @@ export class UnionFs {
     return this.wrap('rmdir', path, async () => {
       const r = this.resolve(path, false, 'rmdir');
       refuseNonName(r, { root: 'EBUSY', dot: 'EINVAL', dotdot: 'ENOTEMPTY' }, 'rmdir', path);
+      this.requireWritable('rmdir', path);
       if (r.found === null) throw fsError('ENOENT', 'rmdir', path);
       if (r.found.kind !== 'dir') throw fsError('ENOTDIR', 'rmdir', path);
-      if ((this.names(r.found)).length > 0) throw fsError('ENOTEMPTY', 'rmdir', path);
-      this.requireWritable('rmdir', path);
+      if (this.names(r.found).length > 0) throw fsError('ENOTEMPTY', 'rmdir', path);
       await this.removeName(r.parent, r.found);
     });
   }
@@ -574,18 +581,20 @@ export class UnionFs {
         const busy = { root: 'EBUSY', dot: 'EBUSY', dotdot: 'EBUSY' };
         refuseNonName(s, busy, 'rename', oldPath, newPath);
         refuseNonName(d, busy, 'rename', oldPath, newPath);
+        this.requireWritable('rename', oldPath);
         const src = s.found;
         if (src === null) throw fsError('ENOENT', 'rename', oldPath, newPath);
         const dstRel = this.relOf(d.parent, d.name);
         if (dstRel === src.rel) return;
         if (dstRel.startsWith(src.rel + '/')) throw fsError('EINVAL', 'rename', oldPath, newPath);
         if (src.rel.startsWith(dstRel + '/')) throw fsError('ENOTEMPTY', 'rename', oldPath, newPath);
+        // Two links to one inode (file or symlink): rename(2) does nothing and succeeds.
+        if (d.found !== null && d.found.kind !== 'dir' && src.kind !== 'dir' && sameInode(src.host, d.found.host)) return;
         if (d.found !== null) {
           if (src.kind === 'dir' && d.found.kind !== 'dir') throw fsError('ENOTDIR', 'rename', oldPath, newPath);
           if (src.kind !== 'dir' && d.found.kind === 'dir') throw fsError('EISDIR', 'rename', oldPath, newPath);
           if (d.found.kind === 'dir' && (this.names(d.found)).length > 0) throw fsError('ENOTEMPTY', 'rename', oldPath, newPath);
         }
-        this.requireWritable('rename', oldPath);
         if (d.name.startsWith(WH_PREFIX)) throw fsError('EPERM', 'rename', oldPath, newPath);
         if (src.kind === 'dir' && src.lowerDir) return this.moveDirByCopy(s.parent, src, d.parent, d.name, d.found);
         const wasOpaque = src.kind === 'dir' && (lstatOrNull(`${src.host}/${WH_OPAQUE}`)) !== null;

@@ -184,6 +184,23 @@ describe('rename, links, symlinks', () => {
     assert.deepEqual(await u.readdir('/m/moved'), []);
   });
 
+  it('renaming one link of an inode onto another link of it does nothing (rename(2)): lower, upper, symlink', async () => {
+    const [up, low] = await branches([{}, { f: 'F' }]);
+    await link(join(low!, 'f'), join(low!, 'g'));
+    const u = await openUnion(`${up}=rw:${low}=ro`);
+    await u.rename('/f', '/g');
+    assert.deepEqual(await u.readdir('/'), ['f', 'g']);
+    assert.deepEqual(await readdir(up!), []);
+    await u.link('/f', '/h');
+    await u.rename('/h', '/f');
+    assert.deepEqual(await u.readdir('/'), ['f', 'g', 'h']);
+    assert.equal((await u.stat('/h')).nlink, 2);
+    await u.symlink('f', '/s');
+    await u.link('/s', '/s2');
+    await u.rename('/s2', '/s');
+    assert.deepEqual(await u.readdir('/'), ['f', 'g', 'h', 's', 's2']);
+  });
+
   it('hardlinks a lower file after copying it up', async () => {
     const [up, low] = await branches([{}, { f: 'F' }]);
     const u = await openUnion(`${up}=rw:${low}=ro`);
@@ -378,11 +395,16 @@ describe('bad input, answered as the kernel answers (overlayfs mount, chrooted)'
         { op: 'chmod', p: 'x', mode: 0o600 },
         { op: 'chown', p: 'x', uid: 1, gid: 1 },
         { op: 'utimes', p: 'x', t: 1 },
+        // The kernel checks the mount before looking the last name up: EROFS, not ENOENT.
+        { op: 'unlink', p: 'missing' },
+        { op: 'rmdir', p: 'missing' },
+        { op: 'rename', p: 'missing', q: 'y' },
         { op: 'write', p: 'no/such/dir', data: 'w' },
         { op: 'mkdir', p: 'etc' },
+        { op: 'chmod', p: 'missing', mode: 0o600 },
       ],
       { readOnly: true },
     );
-    if (codes) assert.deepEqual(codes, [...Array(13).fill('EROFS'), 'ENOENT', 'EEXIST']);
+    if (codes) assert.deepEqual(codes, [...Array(16).fill('EROFS'), 'ENOENT', 'EEXIST', 'ENOENT']);
   });
 });

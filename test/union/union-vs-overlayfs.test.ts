@@ -22,7 +22,7 @@ import { shrink } from './differential/shrink.js';
 const SEQUENCES = Number(process.env.UNION_DIFF_SEQUENCES ?? 1000);
 const JOBS = Number(process.env.UNION_DIFF_JOBS ?? 2);
 const OPS = 30;
-const BASE_SEED = 0x5eed;
+const BASE_SEED = Number(process.env.UNION_DIFF_FIRST_SEED ?? 0x5eed);
 
 async function report(tmp: string, kernel: KernelSide, seq: Sequence, step: number): Promise<string> {
   const fails = async (ops: readonly Sequence['ops'][number][]) => (await runSequence(tmp, kernel, { ...seq, ops: [...ops] })) !== null;
