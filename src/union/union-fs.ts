@@ -185,11 +185,11 @@ export class UnionFs {
     const rel = dir.rel === '' ? name : `${dir.rel}/${name}`;
     const up = dir.upperDir ? lstatOrNull(this.upperHost(rel)) : null;
     let whited = false;
-    if (up === null && dir.upperDir && dir.lowerDir) whited = (lstatOrNull(`${this.upperHost(dir.rel)}/${WH_PREFIX}${name}`)) !== null;
-    const low = dir.lowerDir && !whited ? (this.index.dir(dir.rel)).get(name) : undefined;
+    if (up === null && dir.upperDir && dir.lowerDir) whited = lstatOrNull(`${this.upperHost(dir.rel)}/${WH_PREFIX}${name}`) !== null;
+    const low = dir.lowerDir && !whited ? this.index.dir(dir.rel).get(name) : undefined;
     if (up !== null) {
       const kind = kindOf(up);
-      const lowerDir = kind === 'dir' && low?.kind === 'dir' && (lstatOrNull(`${this.upperHost(rel)}/${WH_OPAQUE}`)) === null;
+      const lowerDir = kind === 'dir' && low?.kind === 'dir' && lstatOrNull(`${this.upperHost(rel)}/${WH_OPAQUE}`) === null;
       return { rel, branch: 0, host: this.upperHost(rel), kind, upperDir: kind === 'dir', lowerDir, lowerBelow: low !== undefined };
     }
     if (low === undefined) return null;
@@ -365,7 +365,7 @@ export class UnionFs {
    * opaque, whatever the lower entry's type, as overlayfs does for a directory created over a whiteout.
    */
   private lowerPositive(parent: Found, name: string): boolean {
-    return parent.lowerDir && (this.index.dir(parent.rel)).has(name);
+    return parent.lowerDir && this.index.dir(parent.rel).has(name);
   }
 
   private async makeOpaque(dirHost: string): Promise<void> {
@@ -383,7 +383,7 @@ export class UnionFs {
         } else seen.add(n);
       }
     }
-    if (dir.lowerDir) for (const n of (this.index.dir(dir.rel)).keys()) if (!hidden.has(n)) seen.add(n);
+    if (dir.lowerDir) for (const n of this.index.dir(dir.rel).keys()) if (!hidden.has(n)) seen.add(n);
     return [...seen].sort();
   }
 
@@ -593,11 +593,11 @@ export class UnionFs {
         if (d.found !== null) {
           if (src.kind === 'dir' && d.found.kind !== 'dir') throw fsError('ENOTDIR', 'rename', oldPath, newPath);
           if (src.kind !== 'dir' && d.found.kind === 'dir') throw fsError('EISDIR', 'rename', oldPath, newPath);
-          if (d.found.kind === 'dir' && (this.names(d.found)).length > 0) throw fsError('ENOTEMPTY', 'rename', oldPath, newPath);
+          if (d.found.kind === 'dir' && this.names(d.found).length > 0) throw fsError('ENOTEMPTY', 'rename', oldPath, newPath);
         }
         if (d.name.startsWith(WH_PREFIX)) throw fsError('EPERM', 'rename', oldPath, newPath);
         if (src.kind === 'dir' && src.lowerDir) return this.moveDirByCopy(s.parent, src, d.parent, d.name, d.found);
-        const wasOpaque = src.kind === 'dir' && (lstatOrNull(`${src.host}/${WH_OPAQUE}`)) !== null;
+        const wasOpaque = src.kind === 'dir' && lstatOrNull(`${src.host}/${WH_OPAQUE}`) !== null;
         await this.copyUp(src);
         if (d.found !== null && d.found.branch === 0) await fsp.rm(d.found.host, { recursive: d.found.kind === 'dir' });
         const dstHost = await this.prepareCreate(d.parent, d.name, 'rename', oldPath);
@@ -706,7 +706,7 @@ export class UnionFs {
   }
 
   async realpath(path: string): Promise<string> {
-    return this.wrap('realpath', path, async () => '/' + (this.existing(path, true, 'realpath')).rel);
+    return this.wrap('realpath', path, async () => '/' + this.existing(path, true, 'realpath').rel);
   }
 
   async copyFile(src: string, dest: string, mode = 0): Promise<void> {
