@@ -8,7 +8,7 @@ import { unmountUnder } from '../fixtures/unmount.js';
 import { isRoot, requireCap } from '../helpers/caps.js';
 import { KernelSide } from './differential/kernel-side.js';
 import { runSequence } from './differential/run-sequence.js';
-import { genSequence, opText, type Sequence } from './differential/sequence.js';
+import { genSequence, opText, type Op, type Sequence } from './differential/sequence.js';
 import { shrink } from './differential/shrink.js';
 
 /**
@@ -25,11 +25,11 @@ const OPS = 30;
 const BASE_SEED = Number(process.env.UNION_DIFF_FIRST_SEED ?? 0x5eed);
 
 async function report(tmp: string, kernel: KernelSide, seq: Sequence, step: number): Promise<string> {
-  const fails = async (ops: readonly Sequence['ops'][number][]) => (await runSequence(tmp, kernel, { ...seq, ops: [...ops] })) !== null;
+  const fails = async (ops: readonly Op[]) => (await runSequence(tmp, kernel, { ...seq, ops: [...ops] })) !== null;
   const ops = await shrink(seq.ops.slice(0, step), fails);
   const d = await runSequence(tmp, kernel, { ...seq, ops });
   return [
-    `seed ${seq.seed} (${seq.lowers.length} lower branches): ${ops.length} of ${seq.ops.length} operations still fail:`,
+    `seed ${seq.seed} (${seq.lowers.length} lower branches; UNION_DIFF_SEED=${seq.seed} reruns it): ${ops.length} of ${seq.ops.length} operations still fail:`,
     ...ops.map((o) => `  ${opText(o)}`),
     d?.text ?? '(the shrunk sequence passed on its rerun: flaky?)',
   ].join('\n');
