@@ -41,6 +41,8 @@ async function handle(m: WorkerRequest): Promise<unknown> {
   }
 }
 
+// The parent gone (even killed): nothing left to serve.
+process.on('disconnect', () => process.exit(0));
 process.on('message', (m: WorkerRequest) => {
   handle(m).then(
     (value) => process.send!({ value }),
