@@ -52,6 +52,12 @@ export interface Driver {
   changes(id: string, parent: string | null): Promise<Change[]>;
   /** Apply an uncompressed OCI layer tar onto the (empty, just created) layer; hooks go to applyLayer; returns the bytes of content applied. */
   applyDiff(id: string, parent: string | null, tar: Readable, hooks?: ApplyHooks): Promise<number>;
+  /**
+   * Optional: chain a layer that was created (`parent` null) and filled before its parent existed. Offered by
+   * drivers whose applyDiff records whiteouts instead of applying them to a copy of the parent, so a pull can
+   * apply an image's layers concurrently and chain them in order afterwards (containerd's "rebase").
+   */
+  setParent?(id: string, parent: string): Promise<void>;
   /** Bytes the layer adds on top of its parent. */
   diffSize(id: string, parent: string | null): Promise<number>;
   /** Unmount everything this process mounted; called on shutdown. */

@@ -254,6 +254,14 @@ export function driverSuite(name: string, makeDriver: (root: string) => Promise<
         assert.deepEqual(await readdir(join(root, 'var')), []);
       });
       assert.ok(applied >= 10 * 'upper 0'.length, `applyDiff reported ${applied} bytes`);
+      if (d.setParent) {
+        // Filled before its parent was chained (the layers of a pull apply concurrently), then chained: the same view.
+        await d.create('D', null);
+        await d.applyDiff('D', null, createReadStream(tar));
+        await d.setParent('D', 'A');
+        assert.deepEqual(await viewManifest(d, 'D'), await viewManifest(d, 'B'));
+        await expectError(d.setParent('D', 'A'), 'ErrConflict');
+      }
     });
 
     run('applyDiff size equals diffSize for added files', async (f) => {

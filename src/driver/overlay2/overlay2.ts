@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { ApplyHooks, Change, CreateOpts, Driver, DriverFactory, DriverOptions } from '../driver.js';
 import { native, MNT_DETACH } from '../../native/native.js';
-import { capability, internal, invalidArgument, isErrno, isStrataError, limit, notFound } from '../../errors.js';
+import { capability, conflict, internal, invalidArgument, isErrno, isStrataError, limit, notFound } from '../../errors.js';
 import { applyLayer } from '../../archive/apply-layer.js';
 import { changesOverlay } from '../../archive/changes.js';
 import { exportOverlayUpper } from '../../archive/export-changes.js';
@@ -200,16 +200,26 @@ export class Overlay2Driver implements Driver {
       // Written plainly, as Docker does: the layer becomes visible only at the layer store's synced
       // commit (a crash before it leaves an orphan to reap); per-file fsyncs here cost ~8 per container.
       writeFileSync(join(dir, 'link'), link);
-      if (parent === null) return;
-      mkdirSync(join(dir, 'work'), { mode: 0o700 });
-      // A layer with children is mounted read-only from now on: its diff/ is shared as their lower.
-      writeFileSync(join(this.home, parent, 'committed'), '', { mode: 0o600 });
-      writeFileSync(join(dir, 'lower'), lower!);
+      if (parent !== null) this.chain(dir, parent, lower!);
     } catch (e) {
       if (link !== null) await rm(join(this.home, LINK_DIR, link), { force: true });
       await rm(dir, { recursive: true, force: true });
       throw e;
     }
+  }
+
+  private chain(dir: string, parent: string, lower: string): void {
+    mkdirSync(join(dir, 'work'), { mode: 0o700 });
+    // A layer with children is mounted read-only from now on: its diff/ is shared as their lower.
+    writeFileSync(join(this.home, parent, 'committed'), '', { mode: 0o600 });
+    writeFileSync(join(dir, 'lower'), lower);
+  }
+
+  /** diff/ holds overlay whiteouts whatever lies below, so a layer filled on its own only needs its `lower` file. */
+  async setParent(id: string, parent: string): Promise<void> {
+    const dir = await this.mustExist(id);
+    if (existsSync(join(dir, 'lower'))) throw conflict(`${this.name}: layer ${id} already has a parent`);
+    this.chain(dir, parent, await this.lowerFor(parent));
   }
 
   /** The `lower` file of a child of `parent`: the parent's link first, then the parent's own lowers. */
