@@ -1,16 +1,16 @@
 import { chmodSync, existsSync, lchownSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
-import { mkdir, realpath, rm, rmdir } from 'node:fs/promises';
+import { mkdir, realpath, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { ApplyHooks, Change, CreateOpts, Driver, DriverFactory, DriverOptions } from '../driver.js';
-import { native, MNT_DETACH } from '../../native/native.js';
+import { native } from '../../native/native.js';
 import { capability, conflict, internal, invalidArgument, isErrno, isStrataError, limit, notFound } from '../../errors.js';
 import { applyLayer } from '../../archive/apply-layer.js';
 import { changesOverlay } from '../../archive/changes.js';
 import { exportOverlayUpper } from '../../archive/export-changes.js';
 import { backingFsName } from '../fs-magic.js';
-import { acquireMount, releaseMount, updateMountRefs } from '../mount-refs.js';
+import { acquireMount, releaseKernelMount, updateMountRefs } from '../mount-refs.js';
 import { populateThroughGet } from '../populate.js';
 import { lookupInLowers } from '../../archive/changes.js';
 import { ensureRemoveAll } from '../ensure-remove.js';
@@ -20,6 +20,7 @@ import { readOptionalSync } from '../../util/read-optional.js';
 import { treeSize } from '../tree-size.js';
 import { nativeDiffProblem, overlayMountProblem, readProbeVerdict, supportsDType, usingMetacopy, writeProbeVerdict } from './overlay-support.js';
 import { ProjectQuota } from './project-quota.js';
+import { HeldMounts } from '../held-mounts.js';
 
 /** Lowers one layer may stack on; the layer store stops at 125 so init + read-write layers still fit. */
 export const MAX_DEPTH = 128;
@@ -99,7 +100,7 @@ const NS = 1_000_000_000n;
  */
 export class Overlay2Driver implements Driver {
   /** Gets this process holds and has not put, released by cleanup(). */
-  private readonly held = new Map<string, number>();
+  private readonly held = new HeldMounts();
 
   constructor(
     readonly name: string,
@@ -250,7 +251,7 @@ export class Overlay2Driver implements Driver {
     } catch (e) {
       if (!isStrataError(e, 'ErrNotFound')) throw e; // removed meanwhile by another process
     }
-    this.held.delete(id);
+    this.held.forget(id);
   }
 
   async get(id: string): Promise<string> {
@@ -260,7 +261,7 @@ export class Overlay2Driver implements Driver {
     if (lower === null) return join(dir, 'diff');
     const merged = join(dir, 'merged');
     await acquireMount(join(dir, 'mount-count'), merged, `${this.name}: layer ${id}`, () => this.mount(id, lower));
-    this.held.set(id, (this.held.get(id) ?? 0) + 1);
+    this.held.add(id);
     return merged;
   }
 
@@ -307,17 +308,8 @@ export class Overlay2Driver implements Driver {
   async put(id: string): Promise<void> {
     const dir = await this.mustExist(id);
     if (!existsSync(join(dir, 'lower'))) return;
-    const merged = join(dir, 'merged');
-    await releaseMount(join(dir, 'mount-count'), merged, `${this.name}: layer ${id}`, async (mounted) => {
-      if (mounted) native.umount(merged, MNT_DETACH);
-      // Removing the mount point also ends the mount in other mount namespaces that copied it.
-      await rmdir(merged).catch((e: unknown) => {
-        if (!isErrno(e, 'ENOENT') && !isErrno(e, 'EBUSY')) throw e;
-      });
-    });
-    const n = this.held.get(id) ?? 0;
-    if (n > 1) this.held.set(id, n - 1);
-    else this.held.delete(id);
+    await releaseKernelMount(join(dir, 'mount-count'), join(dir, 'merged'), `${this.name}: layer ${id}`);
+    this.held.release(id);
   }
 
   async exists(id: string): Promise<boolean> {
@@ -383,10 +375,7 @@ export class Overlay2Driver implements Driver {
 
   /** Release every get this process still holds; mounts other processes hold stay up. */
   async cleanup(): Promise<void> {
-    for (const [id, n] of [...this.held]) {
-      for (let i = 0; i < n; i++) await this.put(id).catch(() => undefined);
-    }
-    this.held.clear();
+    await this.held.releaseAll((id) => this.put(id));
   }
 }
 
