@@ -120,40 +120,89 @@ function typeOf(st: BigIntStats): EntryType | null {
   return null; // sockets cannot travel in a tar
 }
 
-/** The entry for one path; `links` maps inodes already written to their names. */
-function entryFor(rel: string, host: string, st: BigIntStats, links: Map<string, string>): TarWriteEntry | null {
+/**
+ * The header of one entry from its stat, or null for what a tar cannot hold; `links` maps inodes already
+ * written to their names, making a second name a hardlink entry. The caller adds what needs reading:
+ * xattrs, a symlink's target, a file's body.
+ */
+function headerFor(rel: string, st: BigIntStats, links: Map<string, string>): TarHeader | null {
   const type = typeOf(st);
   if (type === null) return null;
   const h = header(type === 'directory' ? rel + '/' : rel, type, Number(st.mode & 0o7777n), Number(st.uid), Number(st.gid), st.mtimeNs);
-  for (const name of native.llistxattr(host).sort()) {
-    if (name.startsWith(OVERLAY_XATTR_PREFIX)) continue;
-    const value = native.lgetxattr(host, name);
-    if (value !== null) h.xattrs.set(name, value);
-  }
   if (type !== 'directory' && st.nlink > 1n) {
     const key = `${st.dev}:${st.ino}`;
     const first = links.get(key);
     if (first !== undefined) {
       h.type = 'hardlink';
       h.linkname = first;
-      return { header: h };
+      return h;
     }
     links.set(key, rel);
   }
-  switch (type) {
-    case 'symlink':
-      h.linkname = readlinkSync(host);
-      break;
-    case 'char':
-    case 'block':
-      h.devmajor = devMajor(st.rdev);
-      h.devminor = devMinor(st.rdev);
-      break;
-    case 'file':
-      h.size = Number(st.size);
-      if (h.size > 0) return { header: h, body: fileBody(host, h.size) };
+  if (type === 'char' || type === 'block') {
+    h.devmajor = devMajor(st.rdev);
+    h.devminor = devMinor(st.rdev);
   }
-  return { header: h };
+  if (type === 'file') h.size = Number(st.size);
+  return h;
+}
+
+/** A host path's xattrs, overlayfs' own left out (they describe the upper dir, not the file). */
+export function hostXattrs(host: string): Array<[string, Buffer]> {
+  const out: Array<[string, Buffer]> = [];
+  for (const name of native.llistxattr(host)) {
+    if (name.startsWith(OVERLAY_XATTR_PREFIX)) continue;
+    const v = native.lgetxattr(host, name);
+    if (v !== null) out.push([name, v]);
+  }
+  return out;
+}
+
+/** Xattrs go into the header in name order, whatever order they were listed in. */
+function addXattrs(h: TarHeader, xattrs: Array<[string, Buffer]>): void {
+  for (const [name, value] of xattrs.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) h.xattrs.set(name, value);
+}
+
+/** The entry for one host path. */
+function entryFor(rel: string, host: string, st: BigIntStats, links: Map<string, string>): TarWriteEntry | null {
+  const h = headerFor(rel, st, links);
+  if (h === null) return null;
+  addXattrs(h, hostXattrs(host));
+  if (h.type === 'symlink') h.linkname = readlinkSync(host);
+  return h.type === 'file' && h.size > 0 ? { header: h, body: fileBody(host, h.size) } : { header: h };
+}
+
+/** The calls of node:fs/promises a tree walk needs, on absolute paths (a UnionFs has them). */
+export interface TreeFs {
+  readdir(path: string): Promise<string[]>;
+  lstat(path: string, opts: { bigint: true }): Promise<BigIntStats>;
+  readlink(path: string): Promise<string>;
+  createReadStream(path: string): AsyncIterable<Buffer>;
+}
+
+/** An entry's xattrs for a TreeFs, whose surface has no xattr calls. */
+export type XattrReader = (path: string) => Promise<Array<[string, Buffer]>>;
+
+/**
+ * exportTree over a TreeFs instead of a host directory (a union read with no mount): the same entries,
+ * order and headers; xattrs only when `xattrs` reads them.
+ */
+export function exportFsTree(fs: TreeFs, xattrs?: XattrReader): Readable {
+  const links = new Map<string, string>();
+  async function* walk(rel: string): AsyncGenerator<TarWriteEntry> {
+    for (const name of (await fs.readdir('/' + rel)).sort()) {
+      const r = prefixed(rel, name);
+      const p = '/' + r;
+      const st = await fs.lstat(p, { bigint: true });
+      const h = headerFor(r, st, links);
+      if (h === null) continue;
+      if (xattrs) addXattrs(h, await xattrs(p));
+      if (h.type === 'symlink') h.linkname = await fs.readlink(p);
+      yield h.type === 'file' && h.size > 0 ? { header: h, body: fs.createReadStream(p) } : { header: h };
+      if (st.isDirectory()) yield* walk(r);
+    }
+  }
+  return writeTar(walk(''));
 }
 
 const CHUNK = 1 << 20;
