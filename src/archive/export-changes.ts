@@ -183,26 +183,37 @@ export interface TreeFs {
 /** An entry's xattrs for a TreeFs, whose surface has no xattr calls. */
 export type XattrReader = (path: string) => Promise<Array<[string, Buffer]>>;
 
+/** One subtree of a TreeFs to export: the entry at `path` named `as`, what is below it named below that. */
+export interface FsSubtree {
+  path: string;
+  as: string;
+  /** Names (`/<as>/...`) left out, with what is below them. */
+  skip?: ReadonlySet<string>;
+}
+
 /**
  * exportTree over a TreeFs instead of a host directory (a union read with no mount): the same entries,
- * order and headers; xattrs only when `xattrs` reads them.
+ * order and headers; xattrs only when `xattrs` reads them. With `sub`, one subtree and its top entry.
  */
-export function exportFsTree(fs: TreeFs, xattrs?: XattrReader): Readable {
+export function exportFsTree(fs: TreeFs, xattrs?: XattrReader, sub?: FsSubtree): Readable {
   const links = new Map<string, string>();
-  async function* walk(rel: string): AsyncGenerator<TarWriteEntry> {
-    for (const name of (await fs.readdir('/' + rel)).sort()) {
-      const r = prefixed(rel, name);
-      const p = '/' + r;
-      const st = await fs.lstat(p, { bigint: true });
-      const h = headerFor(r, st, links);
-      if (h === null) continue;
-      if (xattrs) addXattrs(h, await xattrs(p));
-      if (h.type === 'symlink') h.linkname = await fs.readlink(p);
-      yield h.type === 'file' && h.size > 0 ? { header: h, body: fs.createReadStream(p) } : { header: h };
-      if (st.isDirectory()) yield* walk(r);
+  const skip = sub?.skip ?? new Set<string>();
+  async function* entry(name: string, p: string): AsyncGenerator<TarWriteEntry> {
+    const st = await fs.lstat(p, { bigint: true });
+    const h = headerFor(name, st, links);
+    if (h === null) return;
+    if (xattrs) addXattrs(h, await xattrs(p));
+    if (h.type === 'symlink') h.linkname = await fs.readlink(p);
+    yield h.type === 'file' && h.size > 0 ? { header: h, body: fs.createReadStream(p) } : { header: h };
+    if (st.isDirectory()) yield* children(name, p);
+  }
+  async function* children(name: string, p: string): AsyncGenerator<TarWriteEntry> {
+    for (const child of (await fs.readdir(p)).sort()) {
+      const n = prefixed(name, child);
+      if (!skip.has('/' + n)) yield* entry(n, p === '/' ? '/' + child : `${p}/${child}`);
     }
   }
-  return writeTar(walk(''));
+  return writeTar(sub ? entry(sub.as, sub.path) : children('', '/'));
 }
 
 const CHUNK = 1 << 20;

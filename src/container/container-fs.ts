@@ -1,10 +1,9 @@
-import { posix } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Stores } from '../stores.js';
 import type { Change } from '../driver/driver.js';
-import type { UnionFs } from '../union/union-fs.js';
-import { exportFsTree, exportTree, hostXattrs, type XattrReader } from '../archive/export-changes.js';
+import { exportFsTree, exportTree } from '../archive/export-changes.js';
 import { openContainerFs } from './open-container-fs.js';
+import { unionXattrs } from './union-xattrs.js';
 
 /** `docker diff`: the container's own changes, its init layer excluded. */
 export async function containerChanges(s: Stores, idOrName: string): Promise<Change[]> {
@@ -48,17 +47,4 @@ export async function exportContainer(s: Stores, idOrName: string): Promise<Read
     }
   }
   return Readable.from(released(), { objectMode: false });
-}
-
-/**
- * Xattrs of union entries, which the union surface does not offer: read from the host file when the union
- * has one branch (its paths are that directory's); none for a union of several.
- */
-function unionXattrs(fs: UnionFs): XattrReader | undefined {
-  if (fs.branches.length !== 1) return undefined;
-  const top = fs.branches[0]!.path;
-  return async (p) => {
-    const dir = await fs.realpath(posix.dirname(p));
-    return hostXattrs(`${top}${dir === '/' ? '' : dir}/${posix.basename(p)}`);
-  };
 }

@@ -147,6 +147,9 @@ for (const d of ALL_ENGINE_DRIVERS) {
           const listing = await tarListing([viaFs]);
           assert.ok(listing.some((l) => l.startsWith('file etc/xattr-file ') && l.endsWith(`${BUSYBOX_XATTR.name}=${BUSYBOX_XATTR.value}`)), 'xattrs exported');
           assert.ok(listing.some((l) => l.startsWith('file new.txt 644 0:0 4 ')));
+          // cp out reads the union too: /etc as export shows it.
+          const etc = await tarListing(await engine.copyFromTar('c1', '/etc'));
+          assert.deepEqual(etc.sort(), listing.filter((l) => l.split(' ')[1]!.startsWith('etc/')).sort());
         }
       } finally {
         await engine.close().catch(() => undefined);
