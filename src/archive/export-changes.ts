@@ -177,7 +177,7 @@ export interface TreeFs {
   readdir(path: string): Promise<string[]>;
   lstat(path: string, opts: { bigint: true }): Promise<BigIntStats>;
   readlink(path: string): Promise<string>;
-  createReadStream(path: string): AsyncIterable<Buffer>;
+  open(path: string, flags: 'r'): Promise<{ read(buf: Buffer, offset: number, length: number, position: number | null): Promise<{ bytesRead: number }>; close(): Promise<void> }>;
 }
 
 /** An entry's xattrs for a TreeFs, whose surface has no xattr calls. */
@@ -204,7 +204,7 @@ export function exportFsTree(fs: TreeFs, xattrs?: XattrReader, sub?: FsSubtree):
     if (h === null) return;
     if (xattrs) addXattrs(h, await xattrs(p));
     if (h.type === 'symlink') h.linkname = await fs.readlink(p);
-    yield h.type === 'file' && h.size > 0 ? { header: h, body: fs.createReadStream(p) } : { header: h };
+    yield h.type === 'file' && h.size > 0 ? { header: h, body: fsFileBody(fs, p, h.size) } : { header: h };
     if (st.isDirectory()) yield* children(name, p);
   }
   async function* children(name: string, p: string): AsyncGenerator<TarWriteEntry> {
@@ -217,6 +217,22 @@ export function exportFsTree(fs: TreeFs, xattrs?: XattrReader, sub?: FsSubtree):
 }
 
 const CHUNK = 1 << 20;
+
+/** Exactly `size` bytes of a file of a TreeFs, in chunks no bigger than needed. */
+async function* fsFileBody(fs: TreeFs, path: string, size: number): AsyncGenerator<Buffer> {
+  const h = await fs.open(path, 'r');
+  try {
+    for (let left = size; left > 0; ) {
+      const buf = Buffer.allocUnsafe(Math.min(CHUNK, left));
+      const { bytesRead } = await h.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) throw conflict(`${path} shrank while its layer was being exported`);
+      left -= bytesRead;
+      yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
+    }
+  } finally {
+    await h.close();
+  }
+}
 
 /** Exactly `size` bytes of a regular file, opened without following a link when the writer gets to it (synchronously: no event-loop hop per small file). */
 function* fileBody(path: string, size: number): Generator<Buffer> {

@@ -9,8 +9,14 @@ import type { UnionFs } from '../union/union-fs.js';
 export function unionXattrs(fs: UnionFs): XattrReader | undefined {
   if (fs.branches.length !== 1) return undefined;
   const top = fs.branches[0]!.path;
+  // A walk asks for the entries of one directory in a row: its host path is looked up once.
+  let last = { dir: '', host: '' };
   return async (p) => {
-    const dir = await fs.realpath(posix.dirname(p));
-    return hostXattrs(`${top}${dir === '/' ? '' : dir}/${posix.basename(p)}`);
+    const dir = posix.dirname(p);
+    if (last.dir !== dir) {
+      const real = await fs.realpath(dir);
+      last = { dir, host: top + (real === '/' ? '' : real) };
+    }
+    return hostXattrs(`${last.host}/${posix.basename(p)}`);
   };
 }
