@@ -151,6 +151,11 @@ for (const d of ALL_ENGINE_DRIVERS) {
           const etc = await tarListing(await engine.copyFromTar('c1', '/etc'));
           assert.deepEqual(etc.sort(), listing.filter((l) => l.split(' ')[1]!.startsWith('etc/')).sort());
         }
+        // engine.close() closes what is still open.
+        const left = await engine.containerFs('c1');
+        await engine.close();
+        await rejectsCode(left.readFile('/new.txt'), 'EBADF');
+        assert.deepEqual(newMounts(), []);
       } finally {
         await engine.close().catch(() => undefined);
         unmountUnder(tmp);
