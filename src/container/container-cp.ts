@@ -186,6 +186,7 @@ function sourceTar(src: Source, to: string, owner: { uid: number; gid: number } 
   const parts: Array<{ at: Source['at']; under: string }> = [{ at: src.at, under: '' }, ...src.inner.map((i) => ({ at: { host: i.host }, under: i.at }))];
   async function* entries(): AsyncGenerator<TarWriteEntry> {
     for (const part of parts) {
+      // Any top name works (the renamer replaces it); a path in the container's fs has none of its own on the host.
       const base = 'host' in part.at ? basename(part.at.host) : 'top';
       // What the other parts show is pruned from this one's walk.
       const skip = new Set<string>();
