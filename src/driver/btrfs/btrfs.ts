@@ -183,7 +183,7 @@ export class BtrfsDriver implements Driver {
     this.mustExist(id);
   }
 
-  openFs(id: string): Promise<UnionFs> {
+  async openFs(id: string): Promise<UnionFs> {
     return this.layerFs.open(id, this.mustExist(id));
   }
 

@@ -84,7 +84,7 @@ export class VfsDriver implements Driver {
     this.mustExist(id);
   }
 
-  openFs(id: string): Promise<UnionFs> {
+  async openFs(id: string): Promise<UnionFs> {
     return this.layerFs.open(id, this.mustExist(id));
   }
 
