@@ -470,5 +470,25 @@ export function driverSuite(name: string, makeDriver: (root: string) => Promise<
       assert.equal(typeof (await d.metadata('A')), 'object');
       await expectError(d.metadata('missing'), 'ErrNotFound');
     });
+
+    run("openFs, where a driver has it: the layer's full view with no mount, writable only for a read-write layer", async ({ d }) => {
+      if (!d.openFs) return; // optional: without it, callers mount with get()
+      await createBase(d, 'base');
+      await d.create('snap', 'base');
+      await d.createReadWrite('rw', 'snap');
+      const mounts = mountsUnder(d.home);
+      const ro = await d.openFs('snap');
+      await assert.rejects(ro.writeFile('/x', 'x'), { code: 'EROFS' });
+      const rw = await d.openFs('rw');
+      await rw.writeFile('/new', 'new');
+      assert.equal(await rw.readFile('/a file', 'utf8'), await inView(d, 'base', (root) => readFile(join(root, 'a file'), 'utf8')));
+      assert.deepEqual(mountsUnder(d.home), mounts, 'openFs mounted something');
+      await inView(d, 'rw', async (root) => {
+        assert.equal(await readFile(join(root, 'new'), 'utf8'), 'new');
+        assert.deepEqual((await rw.readdir('/')).sort(), (await readdir(root)).sort());
+      });
+      await verifyBase(d, 'snap');
+      await expectError(d.openFs('missing'), 'ErrNotFound');
+    });
   });
 }
