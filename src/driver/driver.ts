@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { TarHeader } from '../archive/tar/tar-header.js';
+import type { UnionFs } from '../union/union-fs.js';
 
 /** A filesystem change between a layer and its parent, as `docker diff` reports it. */
 export interface Change {
@@ -37,6 +38,11 @@ export interface Driver {
   get(id: string): Promise<string>;
   /** Release one `get`; the last one unmounts. */
   put(id: string): Promise<void>;
+  /**
+   * Optional: the layer's full view as a userspace union (src/union), with no mount and no root;
+   * writable when `id` is a read-write layer. Without it, callers mount with get() and use the path.
+   */
+  openFs?(id: string): Promise<UnionFs>;
   /**
    * Optional: fill a just-created read-write layer once (a container's init layer) more cheaply than
    * get/fill/put. Without it the layer store does get/fill/put.
