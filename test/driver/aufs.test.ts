@@ -13,6 +13,7 @@ import { ensureRemoveAll } from '../../src/driver/ensure-remove.js';
 import { isMountPoint, mountTable, mountsUnder } from '../../src/driver/mount-table.js';
 import { native } from '../../src/native/native.js';
 import { isStrataError } from '../../src/errors.js';
+import { selectDriver } from '../../src/driver/driver-registry.js';
 import { driverSuite } from './driver-suite.js';
 
 const canMount = (t: TestContext) => requireCap(t, 'root, /dev/fuse and the fuse-overlayfs program', isRoot && existsSync('/usr/bin/fuse-overlayfs') && existsSync('/dev/fuse'));
@@ -128,6 +129,18 @@ describe('aufs specifics', () => {
       assert.deepEqual(await view(await d.openFs('C'), ''), await view(await d.openFs('B'), ''));
       assert.deepEqual(await (await d.openFs('C')).readdir('/'), ['keep', 're']);
       assert.deepEqual(mountsUnder(root), []);
+    }));
+
+  test('selection: never picked by priority, but a data-root holding aufs layers keeps it without a flag', () =>
+    withDriver(async (d, root) => {
+      const other = await mkdtemp(join(tmpdir(), 'strata-aufs-sel-'));
+      try {
+        assert.notEqual((await selectDriver({ root: other, options: {} })).name, 'aufs');
+      } finally {
+        await ensureRemoveAll(other);
+      }
+      await d.create('A', null);
+      assert.equal((await selectDriver({ root, options: {} })).name, 'aufs');
     }));
 
   test('openFs is read-write for a layer without children and read-only once it has one', () =>

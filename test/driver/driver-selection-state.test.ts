@@ -138,6 +138,7 @@ const CASES: DriverCase[] = [
     status: ['Pool Name', 'Base Device Size', 'Data Space Used', 'Data Space Total', 'Metadata Space Used', 'Metadata Space Total', 'Mechanism'],
     graph: ['DeviceId', 'DeviceName', 'DeviceSize'],
   },
+  { name: 'aufs', have: true, what: '', opts: () => [], status: ['Root Dir', 'Backing Filesystem', 'Dirs', 'Dirperm1 Supported'], graph: [] },
   { name: 'vfs', have: true, what: '', opts: () => [], status: [], graph: [] },
 ];
 
