@@ -22,11 +22,19 @@ import { readTar, type TarEntry, type TarLimits } from './tar/tar-reader.js';
 import { cleanEntryName, relBasename, relDirname, SafeParents } from './root-path.js';
 import { OVERLAY_OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteout.js';
 
-/** How deletions land on disk: overlay's char 0:0 / opaque xattr, or by removing the files (every other driver). */
-export type WhiteoutFormat = 'overlay' | 'naive';
+/**
+ * How deletions land on disk: overlay's char 0:0 / opaque xattr, AUFS's `.wh.` files kept as the tar
+ * has them, or by removing the files (every driver whose layers are full copies).
+ */
+export type WhiteoutFormat = 'overlay' | 'aufs' | 'naive';
 
 export interface ApplyOptions {
   whiteouts: WhiteoutFormat;
+  /**
+   * The caller cannot change owners, make device nodes or set privileged xattrs (not root): entries keep
+   * the caller's ownership and devices are skipped, as Docker's archive does in a user namespace.
+   */
+  rootless?: boolean;
   /** Called with every entry before it is applied (the layer store records headerBytes for byte-exact re-export). */
   onEntry?: (e: TarEntry) => void;
   onTrailer?: (b: Buffer) => void;
@@ -38,6 +46,8 @@ const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
 const NODE_TYPE = { char: C.S_IFCHR, block: C.S_IFBLK, fifo: C.S_IFIFO } as const;
 const OPAQUE_VALUE = Buffer.from('y');
 const PATH_MAX = 4096;
+/** (uid_t)-1: chown(2) leaves that id as it is (what a rootless apply asks of the batched writer). */
+const KEEP_ID = 0xffffffff;
 
 /**
  * Apply an uncompressed OCI layer tar onto root (Docker's UnpackLayer); returns the total size of file
@@ -45,7 +55,7 @@ const PATH_MAX = 4096;
  * chain checked once by lstat stays valid until this call itself replaces a component.
  */
 export async function applyLayer(root: string, tar: AsyncIterable<Buffer>, opts: ApplyOptions): Promise<{ size: number }> {
-  const applier = new Applier(root, opts.whiteouts);
+  const applier = new Applier(root, opts.whiteouts, opts.rootless ?? false);
   try {
     for await (const entry of readTar(tar, { limits: opts.limits, onTrailer: opts.onTrailer })) {
       opts.onEntry?.(entry);
@@ -110,6 +120,7 @@ class Applier {
   constructor(
     private readonly root: string,
     private readonly format: WhiteoutFormat,
+    private readonly rootless: boolean,
   ) {
     this.parents = new SafeParents(root);
     this.rootBytes = Buffer.byteLength(root) + 1;
@@ -132,7 +143,7 @@ class Applier {
     // Fail before creating a deep chain of parents the kernel would refuse at its end anyway.
     if (this.rootBytes + Buffer.byteLength(rel) >= PATH_MAX) throw corrupt(`name is too long for a path here (${rel.length} characters)`);
     const base = relBasename(rel);
-    if (base.startsWith(WHITEOUT_PREFIX)) return this.whiteout(rel, base, h);
+    if (base.startsWith(WHITEOUT_PREFIX)) return this.whiteout(rel, base, entry);
     if (rel === '' && h.type !== 'directory') throw corrupt(`a ${h.type} cannot replace the layer root`);
     const path = rel === '' ? this.root : this.parents.ensure(relDirname(rel)) + '/' + base;
     this.unpacked?.add(rel);
@@ -149,6 +160,7 @@ class Applier {
       case 'char':
       case 'block':
       case 'fifo':
+        if (this.rootless && h.type !== 'fifo') return;
         this.create(rel, path, () => native.mknod(path, NODE_TYPE[h.type as keyof typeof NODE_TYPE] | h.mode, h.devmajor, h.devminor));
         return this.pathMetadata(path, h, true);
     }
@@ -195,7 +207,7 @@ class Applier {
     const meta = new Float64Array(jobs.length * WRITE_META_FIELDS);
     for (const [i, { header: h }] of jobs.entries()) {
       const a = h.atime ?? h.mtime;
-      meta.set([h.mode, h.uid, h.gid, a.sec, a.nsec, h.mtime.sec, h.mtime.nsec], i * WRITE_META_FIELDS);
+      meta.set([h.mode, this.rootless ? KEEP_ID : h.uid, this.rootless ? KEEP_ID : h.gid, a.sec, a.nsec, h.mtime.sec, h.mtime.nsec], i * WRITE_META_FIELDS);
     }
     const done = native.writeFiles(jobs.map((j) => j.path), jobs.map((j) => j.body), meta).then(
       () => null,
@@ -301,7 +313,7 @@ class Applier {
 
   /** chown clears setuid and security.capability: owner first, then xattrs, then the mode. */
   private ownerXattrsMode(fd: number, path: string, h: TarHeader): void {
-    fchownSync(fd, h.uid, h.gid);
+    if (!this.rootless) fchownSync(fd, h.uid, h.gid);
     this.xattrs(path, h);
     fchmodSync(fd, h.mode);
   }
@@ -343,7 +355,7 @@ class Applier {
 
   /** Metadata for nodes that cannot be opened without side effects (symlinks, devices, fifos): by path, never following. */
   private pathMetadata(path: string, h: TarHeader, chmod: boolean): void {
-    lchownSync(path, h.uid, h.gid);
+    if (!this.rootless) lchownSync(path, h.uid, h.gid);
     this.xattrs(path, h);
     // The node was just created by this call, so the path names it and not a link (chmod(2) would follow one).
     if (chmod) chmodSync(path, h.mode);
@@ -356,14 +368,15 @@ class Applier {
       try {
         native.lsetxattr(path, name, value);
       } catch (e) {
-        if (!isErrno(e, 'ENOTSUP')) throw e;
+        if (!isErrno(e, 'ENOTSUP') && !(this.rootless && isErrno(e, 'EPERM'))) throw e;
       }
     }
   }
 
-  private whiteout(rel: string, base: string, h: TarHeader): void {
+  private whiteout(rel: string, base: string, entry: TarEntry): Promise<void> | void {
+    const h = entry.header;
     const relDir = relDirname(rel);
-    if (base === WHITEOUT_OPAQUE) return this.opaque(relDir);
+    if (base === WHITEOUT_OPAQUE) return this.opaque(rel, relDir, entry);
     if (base.startsWith(WHITEOUT_META_PREFIX)) return; // union metadata (AUFS .wh..wh.plnk ...), not content
     const name = base.slice(WHITEOUT_PREFIX.length);
     if (name === '' || name === '.' || name === '..') throw corrupt(`invalid whiteout entry`);
@@ -371,13 +384,16 @@ class Applier {
     const path = this.parents.ensure(relDir) + '/' + name;
     if (lstatSync(path, { throwIfNoEntry: false }) !== undefined) this.remove(targetRel, path);
     if (this.format === 'naive') return;
+    // AUFS keeps the whiteout as the file the tar has.
+    if (this.format === 'aufs') return this.file(rel, this.parents.ensure(relDir) + '/' + base, entry);
     native.mknod(path, C.S_IFCHR, 0, 0);
     if (h.uid !== 0 || h.gid !== 0) lchownSync(path, h.uid, h.gid);
   }
 
-  private opaque(relDir: string): void {
+  private opaque(rel: string, relDir: string, entry: TarEntry): Promise<void> | void {
     const dir = this.parents.ensure(relDir);
     if (this.format === 'overlay') native.lsetxattr(dir, OVERLAY_OPAQUE_XATTR, OPAQUE_VALUE);
+    else if (this.format === 'aufs') return this.file(rel, dir + '/' + WHITEOUT_OPAQUE, entry);
     else this.prune(relDir, dir);
   }
 

@@ -7,7 +7,7 @@ import { devMajor, devMinor } from './device-number.js';
 import { relBasename, relDirname, SafeParents } from './root-path.js';
 import type { EntryType, TarHeader } from './tar/tar-header.js';
 import { writeTar, type TarWriteEntry } from './tar/tar-writer.js';
-import { OVERLAY_OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteout.js';
+import { OVERLAY_OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteout.js';
 
 /*
  * Layer tars from trees on disk, deterministic: entries sorted by name, mtimes as on disk with nanoseconds,
@@ -45,7 +45,7 @@ export function exportChanges(root: string, changes: Change[]): Readable {
 
 /** A whole tree as a tar (for `export`, and to build a base layer); the root itself has no entry. */
 export function exportTree(root: string): Readable {
-  return writeTar(treeEntries(root, false));
+  return writeTar(treeEntries(root, 'tree'));
 }
 
 /**
@@ -53,14 +53,24 @@ export function exportTree(root: string): Readable {
  * directory getting a `.wh..wh..opq` entry right after its own (the xattr itself is not exported).
  */
 export function exportOverlayUpper(upperDir: string): Readable {
-  return writeTar(treeEntries(upperDir, true));
+  return writeTar(treeEntries(upperDir, 'overlay'));
 }
 
-/** Every entry below root, sorted; with `overlay`, the overlay whiteout forms become tar whiteouts. */
-function* treeEntries(root: string, overlay: boolean): Generator<TarWriteEntry> {
+/**
+ * Native AUFS diff: the layer directory already holds the tar's `.wh.` whiteouts and opaque markers,
+ * so it is tarred as it is, without AUFS's own `.wh..wh.*` metadata (as Docker's aufs Diff).
+ */
+export function exportAufsLayer(layerDir: string): Readable {
+  return writeTar(treeEntries(layerDir, 'aufs'));
+}
+
+/** Every entry below root, sorted; `overlay` turns the overlay whiteout forms into tar whiteouts, `aufs` drops union metadata. */
+function* treeEntries(root: string, form: 'tree' | 'overlay' | 'aufs'): Generator<TarWriteEntry> {
+  const overlay = form === 'overlay';
   const links = new Map<string, string>();
   function* walk(rel: string, dir: string): Generator<TarWriteEntry> {
     for (const name of readdirSync(dir).sort()) {
+      if (form === 'aufs' && name.startsWith(WHITEOUT_META_PREFIX) && name !== WHITEOUT_OPAQUE) continue;
       const r = prefixed(rel, name);
       const host = `${dir}/${name}`;
       const st = lstatSync(host, { bigint: true });

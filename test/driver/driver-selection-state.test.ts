@@ -105,6 +105,7 @@ const SHOWN: Record<string, { status: string[]; graph: string[] }> = {
     status: ['Pool Name', 'Base Device Size', 'Data Space Used', 'Data Space Total', 'Metadata Space Used', 'Metadata Space Total', 'Mechanism'],
     graph: ['DeviceId', 'DeviceName', 'DeviceSize'],
   },
+  aufs: { status: ['Root Dir', 'Backing Filesystem', 'Dirs', 'Dirperm1 Supported'], graph: [] },
   vfs: { status: [], graph: [] },
 };
 const CASES = ALL_ENGINE_DRIVERS.map((d) => ({ ...d, ...SHOWN[d.name]! }));

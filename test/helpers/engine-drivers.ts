@@ -45,5 +45,6 @@ export const ALL_ENGINE_DRIVERS: EngineDriver[] = [
     what: 'root, loop devices, xfs and ext4 tools',
     opts: () => ['dm.loopdatasize=2G', 'dm.loopmetadatasize=16M', 'dm.basesize=256M', 'dm.fs=ext4'],
   },
+  { name: 'aufs', have: true, what: '', opts: () => [] },
   { name: 'vfs', have: true, what: '', opts: () => [] },
 ];

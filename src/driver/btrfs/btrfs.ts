@@ -2,7 +2,6 @@ import { existsSync } from 'node:fs';
 import { lstat, mkdir, opendir, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import type { UnionFs } from '../../union/union-fs.js';
 import type { ApplyHooks, Change, CreateOpts, Driver, DriverFactory, DriverOptions } from '../driver.js';
 import { native } from '../../native/native.js';
 import { capability, invalidArgument, isStrataError, notFound } from '../../errors.js';
@@ -10,7 +9,6 @@ import { execTool } from '../../util/exec.js';
 import { humanSize } from '../../util/human-size.js';
 import { backingFsName } from '../fs-magic.js';
 import { ensureRemoveAll } from '../ensure-remove.js';
-import { LayerDirFs } from '../layer-dir-fs.js';
 import { naiveApplyDiff, naiveChanges, naiveDiff, naiveDiffSize } from '../naive-diff.js';
 import { parseSize } from '../size-units.js';
 import { ensurePool, isNoSpace, type Pool } from './btrfs-pool.js';
@@ -71,16 +69,13 @@ const btrfs = (args: string[]) => execTool('btrfs', args);
  */
 export class BtrfsDriver implements Driver {
   readonly name = 'btrfs';
-  private readonly layerFs: LayerDirFs;
 
   private constructor(
     readonly home: string,
     private readonly opts: BtrfsOptions,
     private readonly pool: Pool | null,
     private readonly version: string,
-  ) {
-    this.layerFs = new LayerDirFs(home);
-  }
+  ) {}
 
   static async init(options: DriverOptions): Promise<BtrfsDriver> {
     const opts = parseOptions(options.options);
@@ -138,9 +133,8 @@ export class BtrfsDriver implements Driver {
     });
   }
 
-  async createReadWrite(id: string, parent: string | null, opts?: CreateOpts): Promise<void> {
-    await this.create(id, parent, opts);
-    this.layerFs.markReadWrite(id);
+  createReadWrite(id: string, parent: string | null, opts?: CreateOpts): Promise<void> {
+    return this.create(id, parent, opts);
   }
 
   /** Runs fn with a full pool (or filesystem) turned into one clear line. */
@@ -155,11 +149,6 @@ export class BtrfsDriver implements Driver {
   }
 
   async remove(id: string): Promise<void> {
-    await this.removeSubvolume(id);
-    this.layerFs.unmark(id);
-  }
-
-  private async removeSubvolume(id: string): Promise<void> {
     const dir = this.dir(id);
     if (!existsSync(dir)) return;
     // A plain directory is what an interrupted create leaves.
@@ -181,10 +170,6 @@ export class BtrfsDriver implements Driver {
 
   async put(id: string): Promise<void> {
     this.mustExist(id);
-  }
-
-  async openFs(id: string): Promise<UnionFs> {
-    return this.layerFs.open(id, this.mustExist(id));
   }
 
   async exists(id: string): Promise<boolean> {

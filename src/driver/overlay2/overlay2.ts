@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, lchownSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, realpath, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
@@ -12,7 +12,8 @@ import { exportOverlayUpper } from '../../archive/export-changes.js';
 import { backingFsName } from '../fs-magic.js';
 import { acquireMount, releaseKernelMount, updateMountRefs } from '../mount-refs.js';
 import { populateThroughGet } from '../populate.js';
-import { lookupInLowers } from '../../archive/changes.js';
+import { coverLowerDirs } from '../cover-lower-dirs.js';
+import { overlayForm } from '../../archive/whiteout-form.js';
 import { ensureRemoveAll } from '../ensure-remove.js';
 import { naiveApplyDiff, naiveChanges, naiveDiff, naiveDiffSize } from '../naive-diff.js';
 import { parseSize } from '../size-units.js';
@@ -71,27 +72,6 @@ function kernelMounter(indexOff: boolean): OverlayMounter {
     mount: async (target, options, cwd) => native.mount('overlay', target, 'overlay', 0, index + options, cwd),
   };
 }
-
-/** Directories made in `upper` take the attributes of the directory each covers in the lowers, if any. */
-function coverLowerDirs(upper: string, lowers: readonly string[]): void {
-  const walk = (rel: string): void => {
-    for (const e of readdirSync(join(upper, rel), { withFileTypes: true })) {
-      if (!e.isDirectory()) continue;
-      const r = rel === '' ? e.name : `${rel}/${e.name}`;
-      walk(r);
-      const below = lookupInLowers(lowers, r);
-      if (!below?.isDirectory()) continue;
-      const path = join(upper, r);
-      lchownSync(path, Number(below.uid), Number(below.gid));
-      chmodSync(path, Number(below.mode & 0o7777n));
-      native.lutimes(path, Number(below.atimeNs / NS), Number(below.atimeNs % NS), Number(below.mtimeNs / NS), Number(below.mtimeNs % NS));
-    }
-  };
-  walk('');
-}
-
-const NS = 1_000_000_000n;
-
 
 /**
  * Docker's overlay2 graphdriver: each layer is `<home>/<id>/{diff,link,lower,work,merged}`, stacked
@@ -302,7 +282,7 @@ export class Overlay2Driver implements Driver {
     if (!existsSync(join(dir, 'lower')) || existsSync(join(dir, 'committed'))) return populateThroughGet(this, id, fill);
     const upper = join(dir, 'diff');
     await fill(upper);
-    coverLowerDirs(upper, await this.lowerDirs(id));
+    coverLowerDirs(upper, await this.lowerDirs(id), overlayForm);
   }
 
   async put(id: string): Promise<void> {

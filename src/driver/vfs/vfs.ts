@@ -2,12 +2,10 @@ import { existsSync } from 'node:fs';
 import { mkdir, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import type { UnionFs } from '../../union/union-fs.js';
 import type { ApplyHooks, Change, CreateOpts, Driver, DriverFactory, DriverOptions } from '../driver.js';
 import { invalidArgument, isErrno, notFound } from '../../errors.js';
 import { copyTree } from '../../util/copy-tree.js';
 import { ensureRemoveAll } from '../ensure-remove.js';
-import { LayerDirFs } from '../layer-dir-fs.js';
 import { naiveApplyDiff, naiveChanges, naiveDiff, naiveDiffSize } from '../naive-diff.js';
 
 function checkID(id: string): void {
@@ -18,11 +16,7 @@ function checkID(id: string): void {
 export class VfsDriver implements Driver {
   readonly name = 'vfs';
 
-  private readonly layerFs: LayerDirFs;
-
-  private constructor(readonly home: string) {
-    this.layerFs = new LayerDirFs(home);
-  }
+  private constructor(readonly home: string) {}
 
   static async init(opts: DriverOptions): Promise<VfsDriver> {
     for (const key of Object.keys(opts.options)) {
@@ -65,14 +59,12 @@ export class VfsDriver implements Driver {
     }
   }
 
-  async createReadWrite(id: string, parent: string | null, opts?: CreateOpts): Promise<void> {
-    await this.create(id, parent, opts);
-    this.layerFs.markReadWrite(id);
+  createReadWrite(id: string, parent: string | null, opts?: CreateOpts): Promise<void> {
+    return this.create(id, parent, opts);
   }
 
-  async remove(id: string): Promise<void> {
-    await ensureRemoveAll(this.dir(id));
-    this.layerFs.unmark(id);
+  remove(id: string): Promise<void> {
+    return ensureRemoveAll(this.dir(id));
   }
 
   // Nothing is mounted, so there is nothing to count: get is a lookup and put has nothing to release.
@@ -82,10 +74,6 @@ export class VfsDriver implements Driver {
 
   async put(id: string): Promise<void> {
     this.mustExist(id);
-  }
-
-  async openFs(id: string): Promise<UnionFs> {
-    return this.layerFs.open(id, this.mustExist(id));
   }
 
   async exists(id: string): Promise<boolean> {
