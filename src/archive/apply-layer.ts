@@ -74,7 +74,7 @@ export async function applyLayer(root: string, tar: AsyncIterable<Buffer>, opts:
 /** Small files without xattrs are created in batches on worker threads (native.writeFiles) while parsing goes on. */
 const BATCH_FILES = 64;
 const BATCH_BYTES = 1 << 20;
-const BATCHED_FILE_MAX = 256 << 10;
+const BATCHED_FILE_MAX = 4 << 20;
 const MAX_BATCHES_IN_FLIGHT = 2;
 
 interface FileJob {
