@@ -23,6 +23,7 @@ import { inspectContainer } from './container/inspect-container.js';
 import { containerChanges, exportContainer, mountContainer, unmountContainer } from './container/container-fs.js';
 import { commitContainer, type CommitOptions } from './container/commit-container.js';
 import { removeContainer } from './container/remove-container.js';
+import { closeAllContainerFs, openContainerFs, type ContainerFs } from './container/open-container-fs.js';
 import { copyFromContainer, copyFromContainerTar, copyToContainer, type CopyOptions } from './container/container-cp.js';
 import { createVolume, inspectVolume, listVolumes, pruneVolumes, removeVolume, type CreateVolumeOptions } from './volume/manage-volumes.js';
 import { diskUsage } from './system/disk-usage.js';
@@ -71,8 +72,9 @@ export class Engine extends EventEmitter {
     return this.s.driver.name;
   }
 
-  /** Unmount what this process mounted. */
+  /** Close the container filesystems still open and unmount what this process mounted. */
   async close(): Promise<void> {
+    await closeAllContainerFs(this.s);
     await this.s.driver.cleanup();
   }
 
@@ -144,6 +146,13 @@ export class Engine extends EventEmitter {
   }
   export(idOrName: string) {
     return exportContainer(this.s, idOrName);
+  }
+  /**
+   * The container's filesystem with the node:fs/promises surface (`await fs.readFile('/etc/hostname')`),
+   * mounted or not; `close()` it when done. rm refuses the container while it is open (rm -f closes it).
+   */
+  containerFs(idOrName: string): Promise<ContainerFs> {
+    return openContainerFs(this.s, idOrName);
   }
   rm(idOrName: string, opts: { force?: boolean; volumes?: boolean } = {}) {
     return removeContainer(this.s, idOrName, opts);

@@ -16,17 +16,25 @@ import {
   writeSync,
 } from 'node:fs';
 import { corrupt, internal, isErrno, StrataError } from '../errors.js';
-import { native } from '../native/native.js';
+import { native, WRITE_META_FIELDS } from '../native/native.js';
 import type { TarHeader } from './tar/tar-header.js';
 import { readTar, type TarEntry, type TarLimits } from './tar/tar-reader.js';
 import { cleanEntryName, relBasename, relDirname, SafeParents } from './root-path.js';
 import { OVERLAY_OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteout.js';
 
-/** How deletions land on disk: overlay's char 0:0 / opaque xattr, or by removing the files (every other driver). */
-export type WhiteoutFormat = 'overlay' | 'naive';
+/**
+ * How deletions land on disk: overlay's char 0:0 / opaque xattr, AUFS's `.wh.` files kept as the tar
+ * has them, or by removing the files (every driver whose layers are full copies).
+ */
+export type WhiteoutFormat = 'overlay' | 'aufs' | 'naive';
 
 export interface ApplyOptions {
   whiteouts: WhiteoutFormat;
+  /**
+   * The caller cannot change owners, make device nodes or set privileged xattrs (not root): entries keep
+   * the caller's ownership and devices are skipped, as Docker's archive does in a user namespace.
+   */
+  rootless?: boolean;
   /** Called with every entry before it is applied (the layer store records headerBytes for byte-exact re-export). */
   onEntry?: (e: TarEntry) => void;
   onTrailer?: (b: Buffer) => void;
@@ -38,6 +46,8 @@ const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
 const NODE_TYPE = { char: C.S_IFCHR, block: C.S_IFBLK, fifo: C.S_IFIFO } as const;
 const OPAQUE_VALUE = Buffer.from('y');
 const PATH_MAX = 4096;
+/** (uid_t)-1: chown(2) leaves that id as it is (what a rootless apply asks of the batched writer). */
+const KEEP_ID = 0xffffffff;
 
 /**
  * Apply an uncompressed OCI layer tar onto root (Docker's UnpackLayer); returns the total size of file
@@ -45,23 +55,61 @@ const PATH_MAX = 4096;
  * chain checked once by lstat stays valid until this call itself replaces a component.
  */
 export async function applyLayer(root: string, tar: AsyncIterable<Buffer>, opts: ApplyOptions): Promise<{ size: number }> {
-  const applier = new Applier(root, opts.whiteouts);
-  for await (const entry of readTar(tar, { limits: opts.limits, onTrailer: opts.onTrailer })) {
-    opts.onEntry?.(entry);
-    try {
+  const applier = new Applier(root, opts.whiteouts, opts.rootless ?? false);
+  try {
+    for await (const entry of readTar(tar, { limits: opts.limits, onTrailer: opts.onTrailer })) {
+      opts.onEntry?.(entry);
       const pending = applier.apply(entry);
       if (pending) await pending;
-    } catch (e) {
-      throw explain(e, entry.header.name);
     }
+    await applier.finish();
+  } catch (e) {
+    // Nothing may still be writing under root once this call has failed: the caller removes it.
+    await applier.abandon();
+    throw e;
   }
-  applier.finish();
   return { size: applier.size };
 }
 
+/** Small files without xattrs are created in batches on worker threads (native.writeFiles) while parsing goes on. */
+const BATCH_FILES = 64;
+const BATCH_BYTES = 1 << 20;
+const BATCHED_FILE_MAX = 4 << 20;
+const MAX_BATCHES_IN_FLIGHT = 2;
+
+interface FileJob {
+  rel: string;
+  path: string;
+  header: TarHeader;
+  body: Buffer;
+}
+
+interface Batch {
+  jobs: FileJob[];
+  /** The batch's failure (with `index`), or null; never rejects. */
+  done: Promise<(Error & { index?: number }) | null>;
+}
+
+/** Errors that already name their entry (a batch fails after later entries were read). */
+const explained = new WeakSet<object>();
+
+function explainOnce(e: unknown, name: string): unknown {
+  if (typeof e === 'object' && e !== null && explained.has(e)) return e;
+  const x = explain(e, name);
+  if (typeof x === 'object' && x !== null) explained.add(x);
+  return x;
+}
+
 // Per-entry metadata uses synchronous syscalls: a threadpool round trip costs more than the syscall itself.
+// Batched files run meanwhile; an entry whose path touches a file still in flight waits for it (see conflicts).
 class Applier {
   size = 0;
+  private batch: FileJob[] = [];
+  private batchBytes = 0;
+  private readonly inFlight: Batch[] = [];
+  /** Paths of queued and in-flight files, and how many of them sit under each directory. */
+  private readonly pendingFiles = new Set<string>();
+  private readonly pendingDirs = new Map<string, number>();
   private readonly parents: SafeParents;
   /** Naive format: what this layer wrote, which an opaque directory keeps. */
   private readonly unpacked: Set<string> | null;
@@ -72,6 +120,7 @@ class Applier {
   constructor(
     private readonly root: string,
     private readonly format: WhiteoutFormat,
+    private readonly rootless: boolean,
   ) {
     this.parents = new SafeParents(root);
     this.rootBytes = Buffer.byteLength(root) + 1;
@@ -79,12 +128,22 @@ class Applier {
   }
 
   apply(entry: TarEntry): Promise<void> | void {
+    try {
+      const h = entry.header;
+      const rel = cleanEntryName(h.name);
+      if (this.conflicts(rel, h)) return this.settle(true).then(() => this.applyEntry(entry, rel)).catch((e) => Promise.reject(explainOnce(e, h.name)));
+      return this.applyEntry(entry, rel)?.catch((e) => Promise.reject(explainOnce(e, h.name)));
+    } catch (e) {
+      throw explainOnce(e, entry.header.name);
+    }
+  }
+
+  private applyEntry(entry: TarEntry, rel: string): Promise<void> | void {
     const h = entry.header;
-    const rel = cleanEntryName(h.name);
     // Fail before creating a deep chain of parents the kernel would refuse at its end anyway.
     if (this.rootBytes + Buffer.byteLength(rel) >= PATH_MAX) throw corrupt(`name is too long for a path here (${rel.length} characters)`);
     const base = relBasename(rel);
-    if (base.startsWith(WHITEOUT_PREFIX)) return this.whiteout(rel, base, h);
+    if (base.startsWith(WHITEOUT_PREFIX)) return this.whiteout(rel, base, entry);
     if (rel === '' && h.type !== 'directory') throw corrupt(`a ${h.type} cannot replace the layer root`);
     const path = rel === '' ? this.root : this.parents.ensure(relDirname(rel)) + '/' + base;
     this.unpacked?.add(rel);
@@ -101,37 +160,135 @@ class Applier {
       case 'char':
       case 'block':
       case 'fifo':
+        if (this.rootless && h.type !== 'fifo') return;
         this.create(rel, path, () => native.mknod(path, NODE_TYPE[h.type as keyof typeof NODE_TYPE] | h.mode, h.devmajor, h.devminor));
         return this.pathMetadata(path, h, true);
     }
   }
 
-  finish(): void {
+  async finish(): Promise<void> {
+    this.submit();
+    await this.settle(true);
     const dirs = [...this.dirTimes].sort((a, b) => depth(b[0]) - depth(a[0]));
     for (const [rel, h] of dirs) setTimes(rel === '' ? this.root : this.root + '/' + rel, h);
   }
 
+  /** After a failure: wait until no batch is writing any more, ignoring their outcome. */
+  async abandon(): Promise<void> {
+    await Promise.all(this.inFlight.splice(0).map((b) => b.done));
+  }
+
+  /**
+   * Whether the entry must wait for the files in flight: it names one of them, a directory holding one, or a
+   * path below one; a hardlink to one; a whiteout (it removes trees). Unrelated paths proceed meanwhile.
+   */
+  private conflicts(rel: string, h: TarHeader): boolean {
+    if (this.pendingFiles.size === 0) return false;
+    if (this.pendingFiles.has(rel) || this.pendingDirs.has(rel)) return true;
+    for (let p = relDirname(rel); p !== ''; p = relDirname(p)) if (this.pendingFiles.has(p)) return true;
+    if (h.type === 'hardlink') return this.pendingFiles.has(cleanEntryName(h.linkname));
+    return relBasename(rel).startsWith(WHITEOUT_PREFIX);
+  }
+
+  private queue(job: FileJob): Promise<void> | void {
+    this.batch.push(job);
+    this.batchBytes += job.body.length;
+    this.pendingFiles.add(job.rel);
+    for (let p = relDirname(job.rel); p !== ''; p = relDirname(p)) this.pendingDirs.set(p, (this.pendingDirs.get(p) ?? 0) + 1);
+    this.size += job.header.size;
+    if (this.batch.length < BATCH_FILES && this.batchBytes < BATCH_BYTES) return;
+    this.submit();
+    if (this.inFlight.length > MAX_BATCHES_IN_FLIGHT) return this.settle(false);
+  }
+
+  private submit(): void {
+    if (this.batch.length === 0) return;
+    const jobs = this.batch;
+    const meta = new Float64Array(jobs.length * WRITE_META_FIELDS);
+    for (const [i, { header: h }] of jobs.entries()) {
+      const a = h.atime ?? h.mtime;
+      meta.set([h.mode, this.rootless ? KEEP_ID : h.uid, this.rootless ? KEEP_ID : h.gid, a.sec, a.nsec, h.mtime.sec, h.mtime.nsec], i * WRITE_META_FIELDS);
+    }
+    const done = native.writeFiles(jobs.map((j) => j.path), jobs.map((j) => j.body), meta).then(
+      () => null,
+      (e: Error & { index?: number }) => e,
+    );
+    this.inFlight.push({ jobs, done });
+    this.batch = [];
+    this.batchBytes = 0;
+  }
+
+  /**
+   * Wait for the oldest batch (or all). A file the worker could not create because a directory is in its way
+   * is redone here, once every batch has stopped: replacing a directory is a tree removal.
+   */
+  private async settle(all: boolean): Promise<void> {
+    if (all) this.submit();
+    const batches = this.inFlight.splice(0, all ? this.inFlight.length : 1);
+    const failures = await Promise.all(batches.map((b) => b.done));
+    if (failures.some((f) => f !== null)) {
+      const rest = this.inFlight.splice(0);
+      batches.push(...rest);
+      failures.push(...(await Promise.all(rest.map((b) => b.done))));
+    }
+    for (const [k, { jobs }] of batches.entries()) {
+      const failure = failures[k];
+      const from = failure === null ? jobs.length : (failure.index ?? 0);
+      if (failure !== null && !isErrno(failure, 'EEXIST')) throw explainOnce(failure, jobs[from]!.header.name);
+      for (let i = from; i < jobs.length; i++) {
+        const j = jobs[i]!;
+        try {
+          this.writeFile(j.rel, j.path, j.header, j.body);
+        } catch (e) {
+          throw explainOnce(e, j.header.name);
+        }
+      }
+      for (const j of jobs) this.settled(j.rel);
+    }
+  }
+
+  private settled(rel: string): void {
+    this.pendingFiles.delete(rel);
+    for (let p = relDirname(rel); p !== ''; p = relDirname(p)) {
+      const n = this.pendingDirs.get(p)! - 1;
+      if (n === 0) this.pendingDirs.delete(p);
+      else this.pendingDirs.set(p, n);
+    }
+  }
+
   private file(rel: string, path: string, entry: TarEntry): Promise<void> | void {
     const h = entry.header;
-    let fd: number;
+    if (h.xattrs.size === 0 && h.size <= BATCHED_FILE_MAX) {
+      const whole = h.size === 0 ? EMPTY : entry.bufferedBody();
+      if (whole !== null) return this.queue({ rel, path, header: h, body: whole });
+      return collect(entry.body(), h.size).then((body) => this.queue({ rel, path, header: h, body }));
+    }
+    const whole = entry.bufferedBody();
+    if (whole === null) return this.writeBody(this.openNew(rel, path), path, entry);
+    this.writeFile(rel, path, h, whole);
+    this.size += h.size;
+  }
+
+  /** A new file, replacing whatever is in the way. */
+  private openNew(rel: string, path: string): number {
     try {
-      fd = openSync(path, FILE_FLAGS, 0o600);
+      return openSync(path, FILE_FLAGS, 0o600);
     } catch (e) {
       if (!isErrno(e, 'EEXIST')) throw e;
       this.remove(rel, path);
-      fd = openSync(path, FILE_FLAGS, 0o600);
+      return openSync(path, FILE_FLAGS, 0o600);
     }
-    if (h.size === 0) return this.closeFile(fd, path, h);
-    const whole = entry.bufferedBody();
-    if (whole === null) return this.writeBody(fd, path, entry);
+  }
+
+  private writeFile(rel: string, path: string, h: TarHeader, body: Buffer): void {
+    const fd = this.openNew(rel, path);
     try {
-      writeAll(fd, whole);
+      writeAll(fd, body);
     } catch (e) {
       closeSync(fd);
       throw e;
     }
     this.closeFile(fd, path, h);
-    this.size += h.size;
   }
 
   private async writeBody(fd: number, path: string, entry: TarEntry): Promise<void> {
@@ -156,7 +313,7 @@ class Applier {
 
   /** chown clears setuid and security.capability: owner first, then xattrs, then the mode. */
   private ownerXattrsMode(fd: number, path: string, h: TarHeader): void {
-    fchownSync(fd, h.uid, h.gid);
+    if (!this.rootless) fchownSync(fd, h.uid, h.gid);
     this.xattrs(path, h);
     fchmodSync(fd, h.mode);
   }
@@ -198,7 +355,7 @@ class Applier {
 
   /** Metadata for nodes that cannot be opened without side effects (symlinks, devices, fifos): by path, never following. */
   private pathMetadata(path: string, h: TarHeader, chmod: boolean): void {
-    lchownSync(path, h.uid, h.gid);
+    if (!this.rootless) lchownSync(path, h.uid, h.gid);
     this.xattrs(path, h);
     // The node was just created by this call, so the path names it and not a link (chmod(2) would follow one).
     if (chmod) chmodSync(path, h.mode);
@@ -211,14 +368,15 @@ class Applier {
       try {
         native.lsetxattr(path, name, value);
       } catch (e) {
-        if (!isErrno(e, 'ENOTSUP')) throw e;
+        if (!isErrno(e, 'ENOTSUP') && !(this.rootless && isErrno(e, 'EPERM'))) throw e;
       }
     }
   }
 
-  private whiteout(rel: string, base: string, h: TarHeader): void {
+  private whiteout(rel: string, base: string, entry: TarEntry): Promise<void> | void {
+    const h = entry.header;
     const relDir = relDirname(rel);
-    if (base === WHITEOUT_OPAQUE) return this.opaque(relDir);
+    if (base === WHITEOUT_OPAQUE) return this.opaque(rel, relDir, entry);
     if (base.startsWith(WHITEOUT_META_PREFIX)) return; // union metadata (AUFS .wh..wh.plnk ...), not content
     const name = base.slice(WHITEOUT_PREFIX.length);
     if (name === '' || name === '.' || name === '..') throw corrupt(`invalid whiteout entry`);
@@ -226,13 +384,16 @@ class Applier {
     const path = this.parents.ensure(relDir) + '/' + name;
     if (lstatSync(path, { throwIfNoEntry: false }) !== undefined) this.remove(targetRel, path);
     if (this.format === 'naive') return;
+    // AUFS keeps the whiteout as the file the tar has.
+    if (this.format === 'aufs') return this.file(rel, this.parents.ensure(relDir) + '/' + base, entry);
     native.mknod(path, C.S_IFCHR, 0, 0);
     if (h.uid !== 0 || h.gid !== 0) lchownSync(path, h.uid, h.gid);
   }
 
-  private opaque(relDir: string): void {
+  private opaque(rel: string, relDir: string, entry: TarEntry): Promise<void> | void {
     const dir = this.parents.ensure(relDir);
     if (this.format === 'overlay') native.lsetxattr(dir, OVERLAY_OPAQUE_XATTR, OPAQUE_VALUE);
+    else if (this.format === 'aufs') return this.file(rel, dir + '/' + WHITEOUT_OPAQUE, entry);
     else this.prune(relDir, dir);
   }
 
@@ -267,6 +428,14 @@ class Applier {
       unlinkSync(path);
     }
   }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+async function collect(body: AsyncIterable<Buffer>, size: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const chunk of body) parts.push(chunk);
+  return Buffer.concat(parts, size);
 }
 
 function writeAll(fd: number, chunk: Buffer): void {

@@ -1,7 +1,7 @@
 import { lstatSync, readdirSync, type BigIntStats } from 'node:fs';
 import type { Change } from '../driver/driver.js';
 import { native } from '../native/native.js';
-import { OVERLAY_OPAQUE_XATTR } from './whiteout.js';
+import { overlayForm, type WhiteoutForm } from './whiteout-form.js';
 
 export type { Change };
 
@@ -20,14 +20,15 @@ export async function changesDirs(layerRoot: string, parentRoot: string | null):
 }
 
 /**
- * Overlay: walk only the upper dir; a char 0:0 device is a deletion, an opaque directory deletes its lower
- * children. `parent` is the parent's merged view: one root (e.g. a mounted parent), or its layer dirs
- * topmost first (overlay lowers, with their own whiteouts), or null when there is no parent.
+ * Native: walk only the upper (layer) dir; its whiteouts (in `form`: overlay's char 0:0 devices by
+ * default, or AUFS's `.wh.` files) are deletions, an opaque directory deletes its lower children.
+ * `parent` is the parent's merged view: one root (e.g. a mounted parent), or its layer dirs topmost
+ * first (with their own whiteouts in the same form), or null when there is no parent.
  */
-export async function changesOverlay(upperDir: string, parent: string | readonly string[] | null): Promise<Change[]> {
+export async function changesOverlay(upperDir: string, parent: string | readonly string[] | null, form: WhiteoutForm = overlayForm): Promise<Change[]> {
   const out: Change[] = [];
   const layers = parent === null ? [] : typeof parent === 'string' ? [parent] : [...parent];
-  walkUpper('', upperDir, layers, false, out);
+  walkUpper('', upperDir, layers, false, out, form);
   return sorted(out);
 }
 
@@ -87,38 +88,45 @@ function deleteAll(path: string, oldDir: string, out: Change[]): boolean {
 /**
  * One upper directory against the parent's merged view of the same path: `lower` holds, per parent layer,
  * the directory at this path, or null where the layer has none or an upper layer hides it. Under an opaque
- * directory (`hidden`) what the parent has and the upper dir lacks is deleted.
+ * directory (`hidden`) what the parent has and the upper dir lacks is deleted. Fills `present` with the
+ * names the directory shows or deletes itself.
  */
-function walkUpper(rel: string, upper: string, lower: Array<string | null>, hidden: boolean, out: Change[]): boolean {
+function walkUpper(rel: string, upper: string, lower: Array<string | null>, hidden: boolean, out: Change[], form: WhiteoutForm, present = new Set<string>()): boolean {
   const names = readdirSync(upper);
+  const own = new Set(names);
   let changed = false;
   for (const name of names) {
-    const path = `${rel}/${name}`;
     const host = `${upper}/${name}`;
     const st = lstatSync(host, { bigint: true });
-    const below = mergedChild(lower, name);
-    if (isWhiteout(st)) {
-      if (below !== null) {
-        out.push({ path, kind: 'D' });
+    const deleted = form.deletes(name, st);
+    if (deleted !== null) {
+      present.add(deleted);
+      // An AUFS whiteout beside a name the layer also holds only hides what is below: the name shows as changed, not deleted.
+      if (deleted !== '' && (deleted === name || !own.has(deleted)) && mergedChild(lower, deleted, form) !== null) {
+        out.push({ path: `${rel}/${deleted}`, kind: 'D' });
         changed = true;
       }
       continue;
     }
+    present.add(name);
+    const path = `${rel}/${name}`;
+    const below = mergedChild(lower, name, form);
     if (below === null) {
-      addUpper(path, host, st, out);
+      addUpper(path, name, host, st, out, form);
       changed = true;
       continue;
     }
     if (!st.isDirectory()) {
       // Present in the upper dir means copied up: something was written, as overlay2's Changes counts it.
       out.push({ path, kind: 'C' });
-      if (below.st.isDirectory()) deleteMerged(path, below.dirs, new Set(), out);
+      if (below.st.isDirectory()) deleteMerged(path, below.dirs, new Set(), out, form);
       changed = true;
       continue;
     }
-    const opaque = hidden || native.lgetxattr(host, OVERLAY_OPAQUE_XATTR)?.toString() === 'y';
-    let inner = walkUpper(path, host, below.dirs, opaque, out);
-    if (opaque && below.st.isDirectory()) inner = deleteMerged(path, below.dirs, new Set(readdirSync(host)), out) || inner;
+    const opaque = hidden || form.opaque(host);
+    const kept = new Set<string>();
+    let inner = walkUpper(path, host, below.dirs, opaque, out, form, kept);
+    if (opaque && below.st.isDirectory()) inner = deleteMerged(path, below.dirs, kept, out, form) || inner;
     if (inner || statDifferent(below.st, st, null, host)) {
       out.push({ path, kind: 'C' });
       changed = true;
@@ -128,20 +136,20 @@ function walkUpper(rel: string, upper: string, lower: Array<string | null>, hidd
 }
 
 /** Everything under an added upper path is added (whiteouts there hide nothing). */
-function addUpper(path: string, host: string, st: BigIntStats, out: Change[]): void {
-  if (isWhiteout(st)) return;
+function addUpper(path: string, name: string, host: string, st: BigIntStats, out: Change[], form: WhiteoutForm): void {
+  if (form.deletes(name, st) !== null) return;
   out.push({ path, kind: 'A' });
   if (!st.isDirectory()) return;
-  for (const name of readdirSync(host)) addUpper(`${path}/${name}`, `${host}/${name}`, lstatSync(`${host}/${name}`, { bigint: true }), out);
+  for (const n of readdirSync(host)) addUpper(`${path}/${n}`, n, `${host}/${n}`, lstatSync(`${host}/${n}`, { bigint: true }), out, form);
 }
 
 /** The parent's children of a directory the upper layer hid (opaque) or replaced, except names in `keep`. */
-function deleteMerged(path: string, dirs: Array<string | null>, keep: Set<string>, out: Change[]): boolean {
+function deleteMerged(path: string, dirs: Array<string | null>, keep: Set<string>, out: Change[], form: WhiteoutForm): boolean {
   const names = new Set<string>();
   for (const d of dirs) if (d !== null) for (const n of readdirSync(d)) names.add(n);
   let any = false;
   for (const name of names) {
-    if (keep.has(name) || mergedChild(dirs, name) === null) continue;
+    if (keep.has(name) || mergedChild(dirs, name, form) === null) continue;
     out.push({ path: `${path}/${name}`, kind: 'D' });
     any = true;
   }
@@ -149,15 +157,15 @@ function deleteMerged(path: string, dirs: Array<string | null>, keep: Set<string
 }
 
 /**
- * What an overlay of `lowers` (topmost first) shows at `rel` (no leading `/`), honouring their whiteouts
- * and opaque directories, without mounting them; undefined when nothing is there.
+ * What a union of `lowers` (topmost first) shows at `rel` (no leading `/`), honouring their whiteouts
+ * and opaque directories in `form`, without mounting them; undefined when nothing is there.
  */
-export function lookupInLowers(lowers: readonly string[], rel: string): BigIntStats | undefined {
+export function lookupInLowers(lowers: readonly string[], rel: string, form: WhiteoutForm = overlayForm): BigIntStats | undefined {
   let dirs: Array<string | null> = [...lowers];
   let found: BigIntStats | undefined;
   for (const name of rel.split('/').filter(Boolean)) {
     if (found !== undefined && !found.isDirectory()) return undefined;
-    const child = mergedChild(dirs, name);
+    const child = mergedChild(dirs, name, form);
     if (child === null) return undefined;
     found = child.st;
     dirs = child.dirs;
@@ -165,8 +173,11 @@ export function lookupInLowers(lowers: readonly string[], rel: string): BigIntSt
   return found;
 }
 
-/** The topmost parent-layer entry for `name` and, if it is a directory, that directory per layer. */
-function mergedChild(dirs: Array<string | null>, name: string): { st: BigIntStats; dirs: Array<string | null> } | null {
+/**
+ * The topmost entry for `name` in layer directories `dirs` (topmost first; null where a layer has no
+ * such directory) and, if it is a directory, that directory per layer (null where hidden or absent).
+ */
+export function mergedChild(dirs: Array<string | null>, name: string, form: WhiteoutForm): { st: BigIntStats; dirs: Array<string | null> } | null {
   let found: BigIntStats | null = null;
   const below: Array<string | null> = dirs.map(() => null);
   for (let i = 0; i < dirs.length; i++) {
@@ -174,18 +185,17 @@ function mergedChild(dirs: Array<string | null>, name: string): { st: BigIntStat
     if (d === null) continue;
     const host = `${d}/${name}`;
     const st = lstat(host);
-    if (st === undefined) continue;
-    if (isWhiteout(st)) break;
+    if (st === undefined) {
+      if (form.besideWhiteout(d, name)) break;
+      continue;
+    }
+    if (form.deletes(name, st) !== null) break;
     if (found === null) found = st;
     if (!st.isDirectory() || !found.isDirectory()) break;
     below[i] = host;
-    if (native.lgetxattr(host, OVERLAY_OPAQUE_XATTR)?.toString() === 'y') break;
+    if (form.opaque(host) || form.besideWhiteout(d, name)) break;
   }
   return found === null ? null : { st: found, dirs: below };
-}
-
-function isWhiteout(st: BigIntStats): boolean {
-  return st.isCharacterDevice() && st.rdev === 0n;
 }
 
 const NS = 1_000_000_000n;

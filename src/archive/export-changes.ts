@@ -7,7 +7,7 @@ import { devMajor, devMinor } from './device-number.js';
 import { relBasename, relDirname, SafeParents } from './root-path.js';
 import type { EntryType, TarHeader } from './tar/tar-header.js';
 import { writeTar, type TarWriteEntry } from './tar/tar-writer.js';
-import { OVERLAY_OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteout.js';
+import { OVERLAY_OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteout.js';
 
 /*
  * Layer tars from trees on disk, deterministic: entries sorted by name, mtimes as on disk with nanoseconds,
@@ -45,7 +45,7 @@ export function exportChanges(root: string, changes: Change[]): Readable {
 
 /** A whole tree as a tar (for `export`, and to build a base layer); the root itself has no entry. */
 export function exportTree(root: string): Readable {
-  return writeTar(treeEntries(root, false));
+  return writeTar(treeEntries(root, 'tree'));
 }
 
 /**
@@ -53,14 +53,24 @@ export function exportTree(root: string): Readable {
  * directory getting a `.wh..wh..opq` entry right after its own (the xattr itself is not exported).
  */
 export function exportOverlayUpper(upperDir: string): Readable {
-  return writeTar(treeEntries(upperDir, true));
+  return writeTar(treeEntries(upperDir, 'overlay'));
 }
 
-/** Every entry below root, sorted; with `overlay`, the overlay whiteout forms become tar whiteouts. */
-function* treeEntries(root: string, overlay: boolean): Generator<TarWriteEntry> {
+/**
+ * Native AUFS diff: the layer directory already holds the tar's `.wh.` whiteouts and opaque markers,
+ * so it is tarred as it is, without AUFS's own `.wh..wh.*` metadata (as Docker's aufs Diff).
+ */
+export function exportAufsLayer(layerDir: string): Readable {
+  return writeTar(treeEntries(layerDir, 'aufs'));
+}
+
+/** Every entry below root, sorted; `overlay` turns the overlay whiteout forms into tar whiteouts, `aufs` drops union metadata. */
+function* treeEntries(root: string, form: 'tree' | 'overlay' | 'aufs'): Generator<TarWriteEntry> {
+  const overlay = form === 'overlay';
   const links = new Map<string, string>();
   function* walk(rel: string, dir: string): Generator<TarWriteEntry> {
     for (const name of readdirSync(dir).sort()) {
+      if (form === 'aufs' && name.startsWith(WHITEOUT_META_PREFIX) && name !== WHITEOUT_OPAQUE) continue;
       const r = prefixed(rel, name);
       const host = `${dir}/${name}`;
       const st = lstatSync(host, { bigint: true });
@@ -120,43 +130,119 @@ function typeOf(st: BigIntStats): EntryType | null {
   return null; // sockets cannot travel in a tar
 }
 
-/** The entry for one path; `links` maps inodes already written to their names. */
-function entryFor(rel: string, host: string, st: BigIntStats, links: Map<string, string>): TarWriteEntry | null {
+/**
+ * The header of one entry from its stat, or null for what a tar cannot hold; `links` maps inodes already
+ * written to their names, making a second name a hardlink entry. The caller adds what needs reading:
+ * xattrs, a symlink's target, a file's body.
+ */
+function headerFor(rel: string, st: BigIntStats, links: Map<string, string>): TarHeader | null {
   const type = typeOf(st);
   if (type === null) return null;
   const h = header(type === 'directory' ? rel + '/' : rel, type, Number(st.mode & 0o7777n), Number(st.uid), Number(st.gid), st.mtimeNs);
-  for (const name of native.llistxattr(host).sort()) {
-    if (name.startsWith(OVERLAY_XATTR_PREFIX)) continue;
-    const value = native.lgetxattr(host, name);
-    if (value !== null) h.xattrs.set(name, value);
-  }
   if (type !== 'directory' && st.nlink > 1n) {
     const key = `${st.dev}:${st.ino}`;
     const first = links.get(key);
     if (first !== undefined) {
       h.type = 'hardlink';
       h.linkname = first;
-      return { header: h };
+      return h;
     }
     links.set(key, rel);
   }
-  switch (type) {
-    case 'symlink':
-      h.linkname = readlinkSync(host);
-      break;
-    case 'char':
-    case 'block':
-      h.devmajor = devMajor(st.rdev);
-      h.devminor = devMinor(st.rdev);
-      break;
-    case 'file':
-      h.size = Number(st.size);
-      if (h.size > 0) return { header: h, body: fileBody(host, h.size) };
+  if (type === 'char' || type === 'block') {
+    h.devmajor = devMajor(st.rdev);
+    h.devminor = devMinor(st.rdev);
   }
-  return { header: h };
+  if (type === 'file') h.size = Number(st.size);
+  return h;
+}
+
+/** A host path's xattrs, overlayfs' own left out (they describe the upper dir, not the file). */
+export function hostXattrs(host: string): Array<[string, Buffer]> {
+  const out: Array<[string, Buffer]> = [];
+  for (const name of native.llistxattr(host)) {
+    if (name.startsWith(OVERLAY_XATTR_PREFIX)) continue;
+    const v = native.lgetxattr(host, name);
+    if (v !== null) out.push([name, v]);
+  }
+  return out;
+}
+
+/** Xattrs go into the header in name order, whatever order they were listed in. */
+function addXattrs(h: TarHeader, xattrs: Array<[string, Buffer]>): void {
+  for (const [name, value] of xattrs.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) h.xattrs.set(name, value);
+}
+
+/** The entry for one host path. */
+function entryFor(rel: string, host: string, st: BigIntStats, links: Map<string, string>): TarWriteEntry | null {
+  const h = headerFor(rel, st, links);
+  if (h === null) return null;
+  addXattrs(h, hostXattrs(host));
+  if (h.type === 'symlink') h.linkname = readlinkSync(host);
+  return h.type === 'file' && h.size > 0 ? { header: h, body: fileBody(host, h.size) } : { header: h };
+}
+
+/** The calls of node:fs/promises a tree walk needs, on absolute paths (a UnionFs has them). */
+export interface TreeFs {
+  readdir(path: string): Promise<string[]>;
+  lstat(path: string, opts: { bigint: true }): Promise<BigIntStats>;
+  readlink(path: string): Promise<string>;
+  open(path: string, flags: 'r'): Promise<{ read(buf: Buffer, offset: number, length: number, position: number | null): Promise<{ bytesRead: number }>; close(): Promise<void> }>;
+}
+
+/** An entry's xattrs for a TreeFs, whose surface has no xattr calls. */
+export type XattrReader = (path: string) => Promise<Array<[string, Buffer]>>;
+
+/** One subtree of a TreeFs to export: the entry at `path` named `as`, what is below it named below that. */
+export interface FsSubtree {
+  path: string;
+  as: string;
+  /** Names (`/<as>/...`) left out, with what is below them. */
+  skip?: ReadonlySet<string>;
+}
+
+/**
+ * exportTree over a TreeFs instead of a host directory (a union read with no mount): the same entries,
+ * order and headers; xattrs only when `xattrs` reads them. With `sub`, one subtree and its top entry.
+ */
+export function exportFsTree(fs: TreeFs, xattrs?: XattrReader, sub?: FsSubtree): Readable {
+  const links = new Map<string, string>();
+  const skip = sub?.skip ?? new Set<string>();
+  async function* entry(name: string, p: string): AsyncGenerator<TarWriteEntry> {
+    const st = await fs.lstat(p, { bigint: true });
+    const h = headerFor(name, st, links);
+    if (h === null) return;
+    if (xattrs) addXattrs(h, await xattrs(p));
+    if (h.type === 'symlink') h.linkname = await fs.readlink(p);
+    yield h.type === 'file' && h.size > 0 ? { header: h, body: fsFileBody(fs, p, h.size) } : { header: h };
+    if (st.isDirectory()) yield* children(name, p);
+  }
+  async function* children(name: string, p: string): AsyncGenerator<TarWriteEntry> {
+    for (const child of (await fs.readdir(p)).sort()) {
+      const n = prefixed(name, child);
+      if (!skip.has('/' + n)) yield* entry(n, p === '/' ? '/' + child : `${p}/${child}`);
+    }
+  }
+  return writeTar(sub ? entry(sub.as, sub.path) : children('', '/'));
 }
 
 const CHUNK = 1 << 20;
+
+/** Exactly `size` bytes of a file of a TreeFs, in chunks no bigger than needed. */
+async function* fsFileBody(fs: TreeFs, path: string, size: number): AsyncGenerator<Buffer> {
+  const h = await fs.open(path, 'r');
+  try {
+    for (let left = size; left > 0; ) {
+      const buf = Buffer.allocUnsafe(Math.min(CHUNK, left));
+      const { bytesRead } = await h.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) throw conflict(`${path} shrank while its layer was being exported`);
+      left -= bytesRead;
+      yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
+    }
+  } finally {
+    await h.close();
+  }
+}
 
 /** Exactly `size` bytes of a regular file, opened without following a link when the writer gets to it (synchronously: no event-loop hop per small file). */
 function* fileBody(path: string, size: number): Generator<Buffer> {

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { CliContext } from './main.js';
 import { invalidArgument } from '../errors.js';
+import { promptLine } from './prompt.js';
 import { ProgressRenderer, type ProgressEvent } from '../registry/progress.js';
 
 async function readStdin(): Promise<string> {
@@ -64,11 +65,14 @@ export function registerRegistryCommands(program: Command, ctx: CliContext): voi
     .option('--password-stdin', 'take the password from stdin')
     .action(async (server: string | undefined, o: { username?: string; password?: string; passwordStdin?: boolean }) => {
       if (o.password !== undefined && o.passwordStdin) throw invalidArgument('--password and --password-stdin are mutually exclusive');
-      if (o.username === undefined) throw invalidArgument('username is required: use -u (interactive login is not supported)');
-      const password = o.passwordStdin ? await readStdin() : o.password;
-      if (password === undefined) throw invalidArgument('password is required: use -p or --password-stdin');
+      if (o.passwordStdin && o.username === undefined) throw invalidArgument('Must provide --username with --password-stdin');
       if (o.password !== undefined) process.stderr.write('WARNING! Using --password via the CLI is insecure. Use --password-stdin.\n');
-      await (await ctx.engine()).login(server, { username: o.username, password });
+      // Asked at the terminal, as docker does, for whatever the flags leave out.
+      const username = o.username ?? (await promptLine('Username: ', false)).trim();
+      if (username === '') throw invalidArgument('Username cannot be empty');
+      const password = o.passwordStdin ? await readStdin() : (o.password ?? (await promptLine('Password: ', true)));
+      if (password === '') throw invalidArgument('Password cannot be empty');
+      await (await ctx.engine()).login(server, { username, password });
       process.stdout.write('Login Succeeded\n');
     });
 

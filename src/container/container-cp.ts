@@ -6,14 +6,16 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Stores } from '../stores.js';
 import type { Change } from '../driver/driver.js';
-import { StrataError, invalidArgument, isErrno, notFound } from '../errors.js';
-import { exportChanges } from '../archive/export-changes.js';
+import { StrataError, internal, invalidArgument, isErrno, notFound } from '../errors.js';
+import { exportChanges, exportFsTree } from '../archive/export-changes.js';
 import { applyLayer } from '../archive/apply-layer.js';
 import { cleanEntryName } from '../archive/root-path.js';
 import { readTar } from '../archive/tar/tar-reader.js';
 import { writeTar, type TarWriteEntry } from '../archive/tar/tar-writer.js';
-import { hostOf, openContainerView, resolveContainerPath, withContainerView, type ContainerView } from './container-path.js';
+import type { UnionFs } from '../union/union-fs.js';
+import { hostOf, lstatIn, openContainerView, resolveContainerPath, withContainerView, type ContainerView } from './container-path.js';
 import type { MountPoint } from './mount-spec.js';
+import { unionXattrs } from './union-xattrs.js';
 
 /** `cp -a` keeps owners; `-L` follows a symlink given as the source. */
 export interface CopyOptions {
@@ -21,9 +23,9 @@ export interface CopyOptions {
   followLink?: boolean;
 }
 
-/** What is copied: a host path (in the container's view or on the host) and the name it is copied as. */
+/** What is copied: a host path (in the container's view or on the host) or a path in the container's fs, and the name it is copied as. */
 interface Source {
-  host: string;
+  at: { host: string } | { fs: UnionFs; path: string };
   isDir: boolean;
   name: string;
   /** `dir/.`: the directory's content, not the directory. */
@@ -71,12 +73,12 @@ function relBelow(top: string, p: string): string | null {
  * layer (Docker copies with the mounts in place): those whose source exists and whose parents between `top`
  * and the mount point are directories or missing (a tree walk never reaches one behind a symlink or a file).
  */
-function innerMounts(view: ContainerView, top: string): Inner[] {
-  const reachable = (at: string) => {
+async function innerMounts(view: ContainerView, top: string): Promise<Inner[]> {
+  const reachable = async (at: string) => {
     let c = top;
     for (const part of at.split('/').slice(0, -1)) {
       c = posix.join(c, part);
-      const st = lstatSync(hostOf(view, c).host, { throwIfNoEntry: false });
+      const st = await lstatIn(view, c);
       if (!st) return true;
       if (!st.isDirectory()) return false;
     }
@@ -85,19 +87,20 @@ function innerMounts(view: ContainerView, top: string): Inner[] {
   const out: Inner[] = [];
   for (const m of view.mounts) {
     const at = relBelow(top, m.Destination);
-    if (at !== null && lstatSync(m.Source, { throwIfNoEntry: false }) && reachable(at)) out.push({ host: m.Source, at });
+    if (at !== null && lstatSync(m.Source, { throwIfNoEntry: false }) && (await reachable(at))) out.push({ host: m.Source, at });
   }
   // view.mounts is longest destination first, so a mount's ancestors come after it.
   return out.reverse();
 }
 
-function containerSource(view: ContainerView, p: string, shown: string, opts: CopyOptions): Source {
-  const r = resolveContainerPath(view, p, opts.followLink === true || assertsDir(p));
-  const st = lstatSync(r.host, { throwIfNoEntry: false });
+async function containerSource(view: ContainerView, p: string, shown: string, opts: CopyOptions): Promise<Source> {
+  const r = await resolveContainerPath(view, p, opts.followLink === true || assertsDir(p));
+  const st = await lstatIn(view, r.containerPath);
   if (!st) throw notFound(`Could not find the file ${p} in container ${shown}`);
   const name = lastName(p);
   const isDir = checkSourceType(st, p);
-  return { host: r.host, isDir, name, contentsOnly: contentsOnly(p) || name === '.', inner: isDir ? innerMounts(view, r.containerPath) : [] };
+  const at = r.host !== null ? { host: r.host } : { fs: view.fs!, path: r.containerPath };
+  return { at, isDir, name, contentsOnly: contentsOnly(p) || name === '.', inner: isDir ? await innerMounts(view, r.containerPath) : [] };
 }
 
 function hostSource(p: string, opts: CopyOptions): Source {
@@ -111,7 +114,7 @@ function hostSource(p: string, opts: CopyOptions): Source {
     throw e;
   }
   const name = lastName(abs);
-  return { host: follow ? realpathSync(abs) : abs, isDir: checkSourceType(st, p), name, contentsOnly: contentsOnly(p) || name === '.', inner: [] };
+  return { at: { host: follow ? realpathSync(abs) : abs }, isDir: checkSourceType(st, p), name, contentsOnly: contentsOnly(p) || name === '.', inner: [] };
 }
 
 /**
@@ -172,20 +175,26 @@ async function* renamed(tar: AsyncIterable<Buffer>, rename: (name: string) => st
   }
 }
 
+/** A tree as a tar whose top entry is named `base`: from the host, or through the container's fs (no mount). */
+function treeTar(at: Source['at'], base: string, skip: ReadonlySet<string>): Readable {
+  if ('fs' in at) return exportFsTree(at.fs, unionXattrs(at.fs), { path: at.path, as: base, skip });
+  return exportChanges(dirname(at.host), treeChanges(at.host, skip));
+}
+
 /** The source as a tar whose top entry is named `to`; at each inner mount the tree continues in the mount's source. */
 function sourceTar(src: Source, to: string, owner: { uid: number; gid: number } | null): Readable {
-  const parts: Inner[] = [{ host: src.host, at: '' }, ...src.inner];
+  const parts: Array<{ at: Source['at']; under: string }> = [{ at: src.at, under: '' }, ...src.inner.map((i) => ({ at: { host: i.host }, under: i.at }))];
   async function* entries(): AsyncGenerator<TarWriteEntry> {
     for (const part of parts) {
-      const base = basename(part.host);
+      // Any top name works (the renamer replaces it); a path in the container's fs has none of its own on the host.
+      const base = 'host' in part.at ? basename(part.at.host) : 'top';
       // What the other parts show is pruned from this one's walk.
       const skip = new Set<string>();
       for (const o of parts) {
-        const r = o === part ? null : part.at === '' ? o.at : relBelow('/' + part.at, '/' + o.at);
+        const r = o === part ? null : part.under === '' ? o.under : relBelow('/' + part.under, '/' + o.under);
         if (r !== null) skip.add(`/${base}/${r}`);
       }
-      const tar = exportChanges(dirname(part.host), treeChanges(part.host, skip));
-      yield* renamed(tar, topRenamer(base, part.at === '' ? to : `${to}/${part.at}`), owner);
+      yield* renamed(treeTar(part.at, base, skip), topRenamer(base, part.under === '' ? to : `${to}/${part.under}`), owner);
     }
   }
   return writeTar(entries());
@@ -270,9 +279,10 @@ async function withSpooled<T>(tar: AsyncIterable<Buffer>, fn: (open: () => Async
   }
 }
 
-function containerDest(view: ContainerView, p: string, shown: string): Dest & { containerPath: string } {
+async function containerDest(view: ContainerView, p: string, shown: string): Promise<Dest & { host: string; containerPath: string }> {
   if (!p.startsWith('/')) p = '/' + p;
-  const r = resolveContainerPath(view, p, true);
+  const r = await resolveContainerPath(view, p, true);
+  if (r.host === null) throw internal('cp: a copy into a container needs its mounted root filesystem');
   if (r.mount && !r.mount.RW) throw new StrataError('ErrForbidden', `cannot copy to ${shown}: mounted volume is marked read-only`);
   if (!r.mount && view.readonlyRootfs) throw new StrataError('ErrForbidden', `cannot copy to ${shown}: container rootfs is marked read-only`);
   return { host: r.host, stat: lstatSync(r.host, { throwIfNoEntry: false }), assertsDir: assertsDir(p), shown, containerPath: r.containerPath };
@@ -287,8 +297,8 @@ export async function copyToContainer(s: Stores, idOrName: string, dstPath: stri
   const c = await s.containers.resolve(idOrName);
   const owner = opts.archive ? null : { uid: 0, gid: 0 };
   const src = 'path' in source ? hostSource(source.path, opts) : null;
-  await withContainerView(s, c, async (view) => {
-    const dst = containerDest(view, dstPath, `${idOrName}:${dstPath}`);
+  await withContainerView(s, c, false, async (view) => {
+    const dst = await containerDest(view, dstPath, `${idOrName}:${dstPath}`);
     if (src === null) {
       if (!dst.stat?.isDirectory()) throw invalidArgument(`destination "${idOrName}:${dstPath}" must be a directory`);
       const tar = (source as { tar: AsyncIterable<Buffer> }).tar;
@@ -310,8 +320,8 @@ export async function copyToContainer(s: Stores, idOrName: string, dstPath: stri
 /** `cp CONTAINER:SRC DST`: onto the host with docker's placement rules; owners become this process' unless `archive`. */
 export async function copyFromContainer(s: Stores, idOrName: string, srcPath: string, dstPath: string, opts: CopyOptions = {}): Promise<void> {
   const c = await s.containers.resolve(idOrName);
-  await withContainerView(s, c, async (view) => {
-    const src = containerSource(view, srcPath.startsWith('/') ? srcPath : '/' + srcPath, idOrName, opts);
+  await withContainerView(s, c, true, async (view) => {
+    const src = await containerSource(view, srcPath.startsWith('/') ? srcPath : '/' + srcPath, idOrName, opts);
     let host = resolveHost(dstPath);
     let stat = lstatSync(host, { throwIfNoEntry: false });
     // A destination that is a symlink is followed, as docker's CopyInfoDestinationPath does.
@@ -333,10 +343,10 @@ export async function copyFromContainer(s: Stores, idOrName: string, srcPath: st
 /** `cp CONTAINER:SRC -`: the source as a tar named after its last component; the view is held until the stream ends. */
 export async function copyFromContainerTar(s: Stores, idOrName: string, srcPath: string, opts: CopyOptions = {}): Promise<Readable> {
   const c = await s.containers.resolve(idOrName);
-  const { view, release } = await openContainerView(s, c);
+  const { view, release } = await openContainerView(s, c, true);
   let tar: Readable;
   try {
-    const src = containerSource(view, srcPath.startsWith('/') ? srcPath : '/' + srcPath, idOrName, opts);
+    const src = await containerSource(view, srcPath.startsWith('/') ? srcPath : '/' + srcPath, idOrName, opts);
     tar = sourceTar(src, src.contentsOnly ? '.' : src.name, null);
   } catch (e) {
     await release();

@@ -2,6 +2,7 @@ import type { Stores } from '../stores.js';
 import { conflict, isStrataError } from '../errors.js';
 import { removeVolumesQuietly, volumeUsers } from '../volume/manage-volumes.js';
 import { isAnonymous, VolumeStore } from '../volume/volume-store.js';
+import { closeContainerFsForRemoval } from './open-container-fs.js';
 
 /**
  * `docker rm`: the container's init and read-write layers, then its record; with `volumes` (`-v`) also its
@@ -12,6 +13,7 @@ export async function removeContainer(s: Stores, idOrName: string, opts: { force
   if (c.State.Running && !opts.force) {
     throw conflict(`cannot remove container "${c.Name}": container is running: stop the container before removing or force remove`);
   }
+  await closeContainerFsForRemoval(s, c.ID, c.Name, opts.force === true);
   try {
     await s.layers.releaseRWLayer(await s.layers.getMount(c.ID));
   } catch (e) {

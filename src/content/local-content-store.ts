@@ -291,16 +291,16 @@ async function writeAll(fh: FileHandle, source: AsyncIterable<Buffer> | Iterable
   let pos = digester.size;
   let pending: Buffer[] = [];
   let pendingLen = 0;
+  // One writev of the chunks as they came: no copy into a joint buffer.
   const flush = async () => {
-    if (pendingLen === 0) return;
-    const buf = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingLen);
+    let bufs = pending;
     pending = [];
     pendingLen = 0;
-    let off = 0;
-    while (off < buf.length) {
-      const { bytesWritten } = await fh.write(buf, off, buf.length - off, pos);
-      off += bytesWritten;
+    while (bufs.length > 0) {
+      let { bytesWritten } = await fh.writev(bufs, pos);
       pos += bytesWritten;
+      while (bufs.length > 0 && bytesWritten >= bufs[0]!.length) bytesWritten -= bufs.shift()!.length;
+      if (bytesWritten > 0) bufs[0] = bufs[0]!.subarray(bytesWritten);
     }
   };
   try {

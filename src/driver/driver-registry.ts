@@ -9,11 +9,16 @@ import { zfsDriver } from './zfs/zfs.js';
 import { devicemapper } from './devicemapper/devicemapper.js';
 import { overlay } from './overlay/overlay.js';
 import { vfs } from './vfs/vfs.js';
+import { aufs } from './aufs/aufs.js';
 
 /** Every driver strata has, by name: a new driver plugs in by adding its factory here. */
-export const driverFactories: ReadonlyMap<string, DriverFactory> = new Map([overlay2, fuseOverlayfs, btrfsDriver, zfsDriver, devicemapper, overlay, vfs].map((f) => [f.name, f]));
+export const driverFactories: ReadonlyMap<string, DriverFactory> = new Map([overlay2, fuseOverlayfs, btrfsDriver, zfsDriver, devicemapper, overlay, aufs, vfs].map((f) => [f.name, f]));
 
-/** Docker's order of preference (daemon/graphdriver/driver_linux.go); names without a factory are skipped. */
+/**
+ * Docker's order of preference (daemon/graphdriver/driver_linux.go); names without a factory are skipped.
+ * aufs is left out: its init needs nothing the machine may lack, so it would always win over vfs; it is
+ * chosen by name or by its state in the data-root.
+ */
 export const DRIVER_PRIORITY: readonly string[] = ['overlay2', 'fuse-overlayfs', 'btrfs', 'zfs', 'vfs'];
 
 export interface SelectDriverOptions {

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { TarHeader } from '../archive/tar/tar-header.js';
+import type { UnionFs } from '../union/union-fs.js';
 
 /** A filesystem change between a layer and its parent, as `docker diff` reports it. */
 export interface Change {
@@ -38,6 +39,11 @@ export interface Driver {
   /** Release one `get`; the last one unmounts. */
   put(id: string): Promise<void>;
   /**
+   * Optional: the layer's full view as a userspace union (src/union), with no mount and no root;
+   * writable when `id` is a read-write layer. Without it, callers mount with get() and use the path.
+   */
+  openFs?(id: string): Promise<UnionFs>;
+  /**
    * Optional: fill a just-created read-write layer once (a container's init layer) more cheaply than
    * get/fill/put. Without it the layer store does get/fill/put.
    */
@@ -52,6 +58,12 @@ export interface Driver {
   changes(id: string, parent: string | null): Promise<Change[]>;
   /** Apply an uncompressed OCI layer tar onto the (empty, just created) layer; hooks go to applyLayer; returns the bytes of content applied. */
   applyDiff(id: string, parent: string | null, tar: Readable, hooks?: ApplyHooks): Promise<number>;
+  /**
+   * Optional: chain a layer that was created (`parent` null) and filled before its parent existed. Offered by
+   * drivers whose applyDiff records whiteouts instead of applying them to a copy of the parent, so a pull can
+   * apply an image's layers concurrently and chain them in order afterwards (containerd's "rebase").
+   */
+  setParent?(id: string, parent: string): Promise<void>;
   /** Bytes the layer adds on top of its parent. */
   diffSize(id: string, parent: string | null): Promise<number>;
   /** Unmount everything this process mounted; called on shutdown. */

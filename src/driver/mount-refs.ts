@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, rmdir, type FileHandle } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { native, LOCK_EX, LOCK_NB, LOCK_UN } from '../native/native.js';
+import { native, LOCK_EX, LOCK_NB, LOCK_UN, MNT_DETACH } from '../native/native.js';
 import { notFound, isErrno } from '../errors.js';
 import { isMountPoint } from './mount-table.js';
 
@@ -74,5 +74,18 @@ export function releaseMount(countFile: string, target: string, what: string, un
     if (mounted && count > 1) return count - 1;
     await unmount(mounted);
     return 0;
+  });
+}
+
+/**
+ * releaseMount of a kernel mount: the last reference detaches it and removes the mount point, which also
+ * ends copies of the mount in other mount namespaces.
+ */
+export function releaseKernelMount(countFile: string, target: string, what: string): Promise<void> {
+  return releaseMount(countFile, target, what, async (mounted) => {
+    if (mounted) native.umount(target, MNT_DETACH);
+    await rmdir(target).catch((e: unknown) => {
+      if (!isErrno(e, 'ENOENT') && !isErrno(e, 'EBUSY')) throw e;
+    });
   });
 }

@@ -114,11 +114,14 @@ export class LayerStore {
   /**
    * Apply an uncompressed layer tar on top of `parent`. The layer becomes visible only complete and
    * verified; when its chain id exists already the new copy is dropped and the existing layer returned.
+   * With `parentReady` (the parent is still being registered), a driver that can chain a filled layer
+   * afterwards (setParent) applies at once and waits only to chain; any other waits before applying.
    */
-  async register(tar: Readable, parent: Digest | null, expectedDiffID?: Digest): Promise<Layer> {
-    const parentLayer = parent === null ? null : await this.get(parent);
-    const depth = (parentLayer?.depth ?? 0) + 1;
-    if (depth > MAX_LAYER_DEPTH) throw limit(`max depth exceeded: an image can have at most ${MAX_LAYER_DEPTH} layers`);
+  async register(tar: Readable, parent: Digest | null, expectedDiffID?: Digest, parentReady?: Promise<unknown>): Promise<Layer> {
+    const early = parentReady !== undefined && parent !== null && this.driver.setParent !== undefined;
+    if (parentReady !== undefined && !early) await parentReady;
+    const parentLayer = parent === null || early ? null : await this.get(parent);
+    let depth = checkDepth((parentLayer?.depth ?? 0) + 1);
     const cacheID = randomID();
     const tmp = join(this.dir, 'tmp', cacheID);
     // Intent first: a crash from here on leaves a tmp entry naming the driver directory to reap.
@@ -149,6 +152,12 @@ export class LayerStore {
         throw digestMismatch(`layer content does not match its diff_id: expected ${expectedDiffID}, got ${diffID}`);
       }
       const chain = chainID(parent, diffID);
+      if (early) {
+        await parentReady;
+        const p = await this.get(parent);
+        depth = checkDepth(p.depth + 1);
+        await this.driver.setParent!(cacheID, p.cacheID);
+      }
       writeRecord(tmp, { diff: diffID, ...(parent !== null ? { parent } : {}), size: String(size), 'tar-size': String(digester.size), depth: String(depth) });
       await rm(join(tmp, 'pid'));
       const existing = await this.lock(async () => {
@@ -335,4 +344,9 @@ function isAlive(pid: number): boolean {
   } catch (e) {
     return isErrno(e, 'EPERM');
   }
+}
+
+function checkDepth(depth: number): number {
+  if (depth > MAX_LAYER_DEPTH) throw limit(`max depth exceeded: an image can have at most ${MAX_LAYER_DEPTH} layers`);
+  return depth;
 }

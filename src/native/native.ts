@@ -20,7 +20,16 @@ export interface Native {
   chroot(path: string): void;
   /** false only when LOCK_NB was given and another holder has the lock */
   flock(fd: number, operation: number): boolean;
+  /**
+   * Create new regular files on a worker thread, in order: each opened O_EXCL|O_NOFOLLOW (a non-directory in
+   * the way is replaced), filled, then chown, chmod and nanosecond times. meta holds WRITE_META_FIELDS numbers
+   * per file: mode, uid, gid, atime sec, atime nsec, mtime sec, mtime nsec. Rejects with an errno Error whose
+   * `index` names the file that failed; files after it are untouched. Bodies must not change until it settles.
+   */
+  writeFiles(paths: string[], bodies: Buffer[], meta: Float64Array): Promise<void>;
 }
+
+export const WRITE_META_FIELDS = 7;
 
 export const LOCK_SH = 1;
 export const LOCK_EX = 2;

@@ -50,8 +50,8 @@ const WAIT_POLL_MS = 100;
 /**
  * `docker pull`: resolve the reference (an index to this platform's manifest), then download every missing layer
  * concurrently (at most max-concurrent-downloads at once) into the content store, where each blob is verified
- * against its digest and size before it is visible, while the layers are applied in order as soon as each one and
- * its parent are ready. A layer whose chain already exists is not downloaded; a blob another process is downloading
+ * against its digest and size before it is visible, while the layers are applied as they arrive (concurrently where
+ * the driver can chain a filled layer, else in order). A layer whose chain already exists is not downloaded; a blob another process is downloading
  * is waited for, not fetched twice. On failure the layers this pull registered are released and its blobs removed.
  */
 export async function pullImage(s: Stores, cfg: RegistryConfig, text: string, opts: PullOptions = {}): Promise<PullResult[]> {
@@ -183,7 +183,8 @@ async function pullLayers(s: Stores, cfg: RegistryConfig, client: RegistryClient
   const limiter = new Limiter(cfg.maxConcurrentDownloads);
   const created = new Set<Digest>();
   const ingestRefs = new Set<string>();
-  const added: Digest[] = [];
+  /** Indices of the layers this pull registered. */
+  const added: number[] = [];
   let failed = false;
   const active = new Set<Readable>();
   // One tap per distinct blob (its first layer): the applier streams that layer while it downloads.
@@ -272,8 +273,8 @@ async function pullLayers(s: Stores, cfg: RegistryConfig, client: RegistryClient
     }
   };
 
-  /** Decompress and register one layer's compressed bytes on `parent`, with Extracting progress. */
-  const apply = async (i: number, parent: Digest | null, blob: Readable): Promise<void> => {
+  /** Decompress and register one layer's compressed bytes on `parent` (once `parentReady`), with Extracting progress. */
+  const apply = async (i: number, parent: Digest | null, blob: Readable, parentReady: Promise<void>): Promise<void> => {
     const extract = throttled(s, shortID(i), 'Extracting', layers[i]!.size);
     let n = 0;
     const counting = new Transform({
@@ -293,7 +294,50 @@ async function pullLayers(s: Stores, cfg: RegistryConfig, client: RegistryClient
     // Corrupt data can fail the decompressor while register is still preparing, before it listens: the error is
     // kept in the stream's state, which register's pipeline reports.
     stream.on('error', () => undefined);
-    await s.layers.register(stream, parent, diffIDs[i]!);
+    await s.layers.register(stream, parent, diffIDs[i]!, parentReady);
+    added.push(i);
+  };
+
+  /**
+   * Layer i from its bytes to its chain. A driver that can chain a filled layer (setParent) takes the download
+   * stream at once, so the layers of the image decompress and apply concurrently; any other driver waits for
+   * the parent first.
+   */
+  const land = async (i: number, parentReady: Promise<void>): Promise<void> => {
+    const desc = layers[i]!;
+    const chain = chains[i]!;
+    const parent = i === 0 ? null : chains[i - 1]!;
+    if (s.driver.setParent === undefined) await parentReady;
+    const tap = taps.get(i);
+    let streamed = false;
+    let tapError: unknown;
+    if (tap?.want()) {
+      try {
+        await apply(i, parent, tap.stream, parentReady);
+        streamed = true;
+      } catch (e) {
+        tap.detach();
+        tapError = e;
+      }
+    }
+    // A failed download (a digest mismatch above all) explains a failed apply better than the apply's own error.
+    await downloads.get(i);
+    if (tapError !== undefined && !tap!.wasCut) throw tapError;
+    for (let attempt = 0; !streamed; attempt++) {
+      if (await s.layers.has(chain)) break;
+      try {
+        // The tap was cut (a resumed or shared download): apply from the verified blob in the store.
+        await apply(i, parent, s.content.reader(desc.digest), parentReady);
+        break;
+      } catch (e) {
+        // The blob went away under us (another pull finished with it): it registered the layer, or we fetch again.
+        if (!isStrataError(e, 'ErrNotFound') || attempt >= 2) throw e;
+        if (await s.layers.has(chain)) break;
+        await download(i);
+      }
+    }
+    await parentReady;
+    emit(s, { id: shortID(i), status: 'Pull complete' });
   };
 
   const downloads = new Map<number, Promise<void>>();
@@ -307,59 +351,29 @@ async function pullLayers(s: Stores, cfg: RegistryConfig, client: RegistryClient
       p = limiter.run(() => downloadFeeding(i), () => emit(s, { id: shortID(i), status: 'Waiting' }));
       byDigest.set(desc.digest, p);
     }
-    p.catch(() => undefined); // awaited in order below
+    p.catch(() => undefined); // awaited by the layer's landing
     downloads.set(i, p);
   }
 
+  const landings: Promise<void>[] = [];
+  let ready: Promise<void> = Promise.resolve();
+  for (const i of layers.keys()) {
+    // A present chain has present parents: only a suffix of the layers lands.
+    ready = present[i] ? ready : land(i, ready);
+    ready.catch(() => undefined); // awaited below, and by the next layer
+    landings.push(ready);
+  }
   try {
-    let parent: Digest | null = null;
-    for (const [i, desc] of layers.entries()) {
-      const chain = chains[i]!;
-      if (!present[i]) {
-        const id = shortID(i);
-        const tap = taps.get(i);
-        let streamed = false;
-        let tapError: unknown;
-        if (tap?.want()) {
-          try {
-            await apply(i, parent, tap.stream);
-            added.push(chain);
-            streamed = true;
-          } catch (e) {
-            tap.detach();
-            tapError = e;
-          }
-        }
-        // A failed download (a digest mismatch above all) explains a failed apply better than the apply's own error.
-        await downloads.get(i);
-        if (tapError !== undefined && !tap!.wasCut) throw tapError;
-        for (let attempt = 0; !streamed; attempt++) {
-          if (await s.layers.has(chain)) break;
-          try {
-            // The tap was cut (a resumed or shared download): apply from the verified blob in the store.
-            await apply(i, parent, s.content.reader(desc.digest));
-            added.push(chain);
-            break;
-          } catch (e) {
-            // The blob went away under us (another pull finished with it): it registered the layer, or we fetch again.
-            if (!isStrataError(e, 'ErrNotFound') || attempt >= 2) throw e;
-            if (await s.layers.has(chain)) break;
-            await download(i);
-          }
-        }
-        emit(s, { id, status: 'Pull complete' });
-      }
-      parent = chain;
-    }
+    await Promise.all(landings);
     // The repository has every blob of the manifest, downloaded or not: a later push may mount from it.
     for (const [i, desc] of layers.entries()) await sources.add(diffIDs[i]!, { digest: desc.digest, size: desc.size, mediaType: desc.mediaType, repository });
   } catch (e) {
     failed = true;
     for (const b of active) b.destroy();
     for (const t of taps.values()) t.detach(); // wakes a download waiting for an applier that is gone
-    await Promise.allSettled(downloads.values());
+    await Promise.allSettled([...downloads.values(), ...landings]);
     const tops = await imageTops(s);
-    for (const chain of added.reverse()) await s.layers.releaseUnreferenced(chain, tops).catch(() => undefined);
+    for (const i of added.sort((a, b) => b - a)) await s.layers.releaseUnreferenced(chains[i]!, tops).catch(() => undefined);
     for (const r of ingestRefs) await s.content.abortIngest(r).catch(() => undefined);
     throw e;
   } finally {

@@ -132,6 +132,46 @@ describe('applyLayer', () => {
     assert.equal(native.lgetxattr(join(root, 'forged'), 'user.ok')?.toString(), 'yes');
   });
 
+  it('small files written on worker threads keep tar order where paths meet', async () => {
+    const root = fresh('batched');
+    mkdirSync(join(root, 'lower-dir/sub'), { recursive: true });
+    writeFileSync(join(root, 'lower-dir/sub/f'), 'lower');
+    const many = Array.from({ length: 300 }, (_, i) => ({ name: `d${i % 7}/f${i}`, data: `file ${i}`, mode: 0o640 + (i % 8), uid: i % 3, gid: i % 5, mtime: 1600000000 + i }));
+    const tar = pythonTar([
+      ...Array.from({ length: 7 }, (_, i) => ({ name: `d${i}`, type: 'dir' })),
+      ...many,
+      { name: 'd1/f1', data: 'written twice: the last one wins' },
+      { name: 'lower-dir', data: 'a file replaces the directory below it' },
+      { name: 'link-to-pending', type: 'hardlink', linkname: 'd2/f2' },
+      { name: 'd3/.wh.f3', data: '' },
+      { name: 'd4', type: 'dir', mode: 0o750 },
+    ]);
+    const { size } = await applyLayer(root, chunks(tar, 4096), { whiteouts: 'naive' });
+    for (const e of many.filter((e) => e.name !== 'd1/f1' && e.name !== 'd3/f3')) {
+      const st = lstatSync(join(root, e.name));
+      assert.equal(readFileSync(join(root, e.name), 'utf8'), e.data);
+      assert.deepEqual([st.mode & 0o7777, st.uid, st.gid, st.mtimeMs], [e.mode, e.uid, e.gid, e.mtime * 1000], e.name);
+    }
+    assert.equal(readFileSync(join(root, 'd1/f1'), 'utf8'), 'written twice: the last one wins');
+    assert.equal(readFileSync(join(root, 'lower-dir'), 'utf8'), 'a file replaces the directory below it');
+    assert.equal(lstatSync(join(root, 'link-to-pending')).ino, lstatSync(join(root, 'd2/f2')).ino);
+    assert.ok(!existsSync(join(root, 'd3/f3')));
+    assert.equal(lstatSync(join(root, 'd4')).mode & 0o7777, 0o750);
+    const bytes = (xs: { data: string }[]) => xs.reduce((n, e) => n + Buffer.byteLength(e.data), 0);
+    assert.equal(size, bytes(many) + bytes([{ data: 'written twice: the last one wins' }, { data: 'a file replaces the directory below it' }]));
+  });
+
+  it('a failure among batched files names its entry and leaves nothing writing after the call', async () => {
+    const root = fresh('batched-fail');
+    const tar = pythonTar([
+      ...Array.from({ length: 200 }, (_, i) => ({ name: `f${i}`, data: 'x' })),
+      { name: 'f7/inside', data: 'f7 is a file' },
+    ]);
+    await assert.rejects(applyLayer(root, chunks(tar), { whiteouts: 'naive' }), (e) => isStrataError(e, 'ErrCorrupt') && /f7\/inside/.test(e.message));
+    rmSync(root, { recursive: true });
+    assert.ok(!existsSync(root));
+  });
+
   it('rejects invalid whiteout names', async () => {
     for (const name of ['.wh.', 'x/.wh..', 'x/.wh...']) {
       const root = fresh(`badwh-${name.length}`);

@@ -7,7 +7,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { applyLayer } from '../../src/archive/apply-layer.js';
 import { changesDirs } from '../../src/archive/changes.js';
-import { exportChanges, exportOverlayUpper, exportTree } from '../../src/archive/export-changes.js';
+import { exportChanges, exportFsTree, exportOverlayUpper, exportTree, hostXattrs } from '../../src/archive/export-changes.js';
+import { readTar } from '../../src/archive/tar/tar-reader.js';
+import { openUnion } from '../../src/union/open-union.js';
 import { MNT_DETACH, native } from '../../src/native/native.js';
 import { isRoot, requireCap } from '../helpers/caps.js';
 import { buildRichTree, chunks, collect, run } from './apply-fixtures.js';
@@ -127,5 +129,34 @@ describe('export', () => {
     execFileSync('cp', ['-a', lower, target]);
     await applyLayer(target, chunks(tar), { whiteouts: 'naive' });
     assert.deepEqual(treeManifest(target).slice(1), view);
+  });
+  it('exportFsTree over a one-branch union gives exportTree\'s bytes; over several, the merged view without whiteouts', async (t) => {
+    if (!requireCap(t, 'root', isRoot)) return;
+    const src = join(tmp, 'fs-src');
+    mkdirSync(src);
+    buildRichTree(src);
+    const one = await openUnion([{ path: src, mode: 'ro' }]);
+    // The rich tree has no symlinked directories, so union paths are host paths below src.
+    const viaFs = await collect(exportFsTree(one, async (p) => hostXattrs(src + p)));
+    assert.ok(viaFs.equals(await collect(exportTree(src))));
+
+    const lower = join(tmp, 'fs-lower');
+    const upper = join(tmp, 'fs-upper');
+    mkdirSync(join(lower, 'd'), { recursive: true });
+    mkdirSync(join(upper, 'd'), { recursive: true });
+    writeFileSync(join(lower, 'a'), 'lower a');
+    writeFileSync(join(lower, 'gone'), 'hidden');
+    writeFileSync(join(lower, 'd/x'), 'x');
+    writeFileSync(join(upper, 'a'), 'upper a');
+    writeFileSync(join(upper, '.wh.gone'), '');
+    writeFileSync(join(upper, 'd/y'), 'y');
+    const union = await openUnion([{ path: upper, mode: 'rw' }, { path: lower, mode: 'ro' }]);
+    const seen: string[] = [];
+    for await (const e of readTar(exportFsTree(union))) seen.push(`${e.header.name}=${e.header.type === 'file' ? (await collect(e.body())).toString() : e.header.type}`);
+    assert.deepEqual(seen, ['a=upper a', 'd/=directory', 'd/x=x', 'd/y=y']);
+    // A subtree, named as asked, with a name skipped.
+    const sub: string[] = [];
+    for await (const e of readTar(exportFsTree(union, undefined, { path: '/d', as: 'top', skip: new Set(['/top/x']) }))) sub.push(e.header.name);
+    assert.deepEqual(sub, ['top/', 'top/y']);
   });
 });

@@ -13,9 +13,9 @@ import { run } from '../fixtures/run.js';
 import { unmountUnder } from '../fixtures/unmount.js';
 import { createZfsPool, hasZfsTools, type ZfsPool } from '../fixtures/zfs-pool.js';
 import { isRoot, requireCap } from '../helpers/caps.js';
+import { ALL_ENGINE_DRIVERS } from '../helpers/engine-drivers.js';
 
 const BIN = resolve(import.meta.dirname, '../../bin/strata');
-const procFs = existsSync('/proc/filesystems') ? execFileSync('cat', ['/proc/filesystems'], { encoding: 'utf8' }) : '';
 
 let work = '';
 let rootfsTar = '';
@@ -94,52 +94,22 @@ describe('switching drivers on a data-root with state, as dockerd does', () => {
   });
 });
 
-/** One engine per driver on busybox: what `info` and `inspect` show for it. */
-interface DriverCase {
-  name: string;
-  have: boolean;
-  what: string;
-  opts: (tmp: string) => string[];
-  status: string[];
-  graph: string[];
-}
-
-let zpool: ZfsPool | undefined;
-const overlayGraph = ['LowerDir', 'MergedDir', 'UpperDir', 'WorkDir'];
-const CASES: DriverCase[] = [
-  { name: 'overlay2', have: isRoot, what: 'root', opts: () => [], status: ['Backing Filesystem', 'Supports d_type'], graph: overlayGraph },
-  { name: 'fuse-overlayfs', have: isRoot && existsSync('/usr/bin/fuse-overlayfs') && existsSync('/dev/fuse'), what: 'root and fuse-overlayfs', opts: () => [], status: ['Backing Filesystem'], graph: overlayGraph },
-  { name: 'overlay', have: isRoot, what: 'root', opts: () => [], status: ['Backing Filesystem', 'Supports d_type', 'Inodes used', 'Inodes total'], graph: overlayGraph },
-  {
-    name: 'btrfs',
-    have: isRoot && existsSync('/usr/sbin/mkfs.btrfs') && procFs.includes('btrfs'),
-    what: 'root, kernel btrfs and btrfs-progs',
-    opts: (tmp) => [`btrfs.pool=${join(tmp, 'pool.img')}`, 'btrfs.pool_size=1G'],
-    status: ['Build Version', 'Library Version', 'Pool', 'Pool Size', 'Pool Used'],
-    graph: ['Subvolume'],
-  },
-  {
-    name: 'zfs',
-    have: isRoot && hasZfsTools,
-    what: 'root, /dev/fuse and zfs-fuse',
-    opts: () => {
-      const fsname = `${zpool!.name}/sel`;
-      execFileSync('zfs', ['create', fsname]);
-      return [`zfs.fsname=${fsname}`];
-    },
-    status: ['Zpool', 'Zpool Health', 'Parent Dataset', 'Compression', 'Checksum'],
-    graph: ['Dataset', 'Mountpoint'],
-  },
-  {
-    name: 'devicemapper',
-    have: isRoot && existsSync('/usr/sbin/mkfs.xfs') && existsSync('/usr/sbin/mkfs.ext4') && existsSync('/dev/loop-control'),
-    what: 'root, loop devices, xfs and ext4 tools',
-    opts: () => ['dm.loopdatasize=2G', 'dm.loopmetadatasize=16M', 'dm.basesize=256M', 'dm.fs=ext4'],
+/** What `info` and `inspect` show for each driver, on busybox. */
+const SHOWN: Record<string, { status: string[]; graph: string[] }> = {
+  overlay2: { status: ['Backing Filesystem', 'Supports d_type'], graph: ['LowerDir', 'MergedDir', 'UpperDir', 'WorkDir'] },
+  'fuse-overlayfs': { status: ['Backing Filesystem'], graph: ['LowerDir', 'MergedDir', 'UpperDir', 'WorkDir'] },
+  overlay: { status: ['Backing Filesystem', 'Supports d_type', 'Inodes used', 'Inodes total'], graph: ['LowerDir', 'MergedDir', 'UpperDir', 'WorkDir'] },
+  btrfs: { status: ['Build Version', 'Library Version', 'Pool', 'Pool Size', 'Pool Used'], graph: ['Subvolume'] },
+  zfs: { status: ['Zpool', 'Zpool Health', 'Parent Dataset', 'Compression', 'Checksum'], graph: ['Dataset', 'Mountpoint'] },
+  devicemapper: {
     status: ['Pool Name', 'Base Device Size', 'Data Space Used', 'Data Space Total', 'Metadata Space Used', 'Metadata Space Total', 'Mechanism'],
     graph: ['DeviceId', 'DeviceName', 'DeviceSize'],
   },
-  { name: 'vfs', have: true, what: '', opts: () => [], status: [], graph: [] },
-];
+  aufs: { status: ['Root Dir', 'Backing Filesystem', 'Dirs', 'Dirperm1 Supported'], graph: [] },
+  vfs: { status: [], graph: [] },
+};
+const CASES = ALL_ENGINE_DRIVERS.map((d) => ({ ...d, ...SHOWN[d.name]! }));
+let zpool: ZfsPool | undefined;
 
 describe("each driver's info status lines and inspect GraphDriver.Data", () => {
   let archive = '';
@@ -156,7 +126,7 @@ describe("each driver's info status lines and inspect GraphDriver.Data", () => {
     test(c.name, async (t: TestContext) => {
       if (!requireCap(t, c.what, c.have)) return;
       const tmp = await mkdtemp(join(work, `gd-${c.name}-`));
-      const engine = await Engine.open({ dataRoot: join(tmp, 'data'), storageDriver: c.name, storageOpts: c.opts(tmp) });
+      const engine = await Engine.open({ dataRoot: join(tmp, 'data'), storageDriver: c.name, storageOpts: c.opts(tmp, zpool) });
       try {
         await engine.load(createReadStream(archive));
         const ctr = await engine.create({ image: 'busybox' });
@@ -168,7 +138,7 @@ describe("each driver's info status lines and inspect GraphDriver.Data", () => {
         assert.equal(inspect.GraphDriver.Name, c.name);
         assert.deepEqual(Object.keys(inspect.GraphDriver.Data).sort(), [...c.graph].sort());
         for (const v of Object.values(inspect.GraphDriver.Data)) assert.ok(v !== '', `${c.name}: an empty GraphDriver.Data value`);
-        if (c.name === 'zfs') assert.match(inspect.GraphDriver.Data.Dataset!, new RegExp(`^${zpool!.name}/sel/`));
+        if (c.name === 'zfs') assert.match(inspect.GraphDriver.Data.Dataset!, new RegExp(`^${zpool!.name}/gd-zfs-`));
         if (c.name === 'devicemapper') assert.equal(inspect.GraphDriver.Data.DeviceSize, String(256 * 1024 * 1024));
         // The paths shown are the container's own layer.
         for (const [k, v] of Object.entries(inspect.GraphDriver.Data)) if (k.endsWith('Dir') || k === 'Subvolume' || k === 'Mountpoint') assert.ok(v.startsWith(join(tmp, 'data')), `${k}=${v}`);

@@ -254,6 +254,14 @@ export function driverSuite(name: string, makeDriver: (root: string) => Promise<
         assert.deepEqual(await readdir(join(root, 'var')), []);
       });
       assert.ok(applied >= 10 * 'upper 0'.length, `applyDiff reported ${applied} bytes`);
+      if (d.setParent) {
+        // Filled before its parent was chained (the layers of a pull apply concurrently), then chained: the same view.
+        await d.create('D', null);
+        await d.applyDiff('D', null, createReadStream(tar));
+        await d.setParent('D', 'A');
+        assert.deepEqual(await viewManifest(d, 'D'), await viewManifest(d, 'B'));
+        await expectError(d.setParent('D', 'A'), 'ErrConflict');
+      }
     });
 
     run('applyDiff size equals diffSize for added files', async (f) => {
@@ -461,6 +469,26 @@ export function driverSuite(name: string, makeDriver: (root: string) => Promise<
       assert.ok(Array.isArray(await d.status()));
       assert.equal(typeof (await d.metadata('A')), 'object');
       await expectError(d.metadata('missing'), 'ErrNotFound');
+    });
+
+    run("openFs, where a driver has it: the layer's full view with no mount, writable only for a read-write layer", async ({ d }) => {
+      if (!d.openFs) return; // optional: without it, callers mount with get()
+      await createBase(d, 'base');
+      await d.create('snap', 'base');
+      await d.createReadWrite('rw', 'snap');
+      const mounts = mountsUnder(d.home);
+      const ro = await d.openFs('snap');
+      await assert.rejects(ro.writeFile('/x', 'x'), { code: 'EROFS' });
+      const rw = await d.openFs('rw');
+      await rw.writeFile('/new', 'new');
+      assert.equal(await rw.readFile('/a file', 'utf8'), await inView(d, 'base', (root) => readFile(join(root, 'a file'), 'utf8')));
+      assert.deepEqual(mountsUnder(d.home), mounts, 'openFs mounted something');
+      await inView(d, 'rw', async (root) => {
+        assert.equal(await readFile(join(root, 'new'), 'utf8'), 'new');
+        assert.deepEqual((await rw.readdir('/')).sort(), (await readdir(root)).sort());
+      });
+      await verifyBase(d, 'snap');
+      await expectError(d.openFs('missing'), 'ErrNotFound');
     });
   });
 }

@@ -14,6 +14,7 @@ import { isMountPoint } from '../mount-table.js';
 import { naiveApplyDiff, naiveChanges, naiveDiff, naiveDiffSize } from '../naive-diff.js';
 import { parseSize } from '../size-units.js';
 import { lastLine, MIN_DATA_SIZE, ThinPool, unmount } from './thin-pool.js';
+import { HeldMounts } from '../held-mounts.js';
 
 const FILESYSTEMS = ['xfs', 'ext4'] as const;
 type Fs = (typeof FILESYSTEMS)[number];
@@ -89,7 +90,7 @@ function checkID(id: string): void {
 export class DevicemapperDriver implements Driver {
   readonly name = 'devicemapper';
   /** Gets this process holds and has not put, released by cleanup(). */
-  private readonly held = new Map<string, number>();
+  private readonly held = new HeldMounts();
 
   private constructor(
     readonly home: string,
@@ -228,7 +229,7 @@ export class DevicemapperDriver implements Driver {
     await rmdir(mnt).catch((e: unknown) => {
       if (!isErrno(e, 'ENOENT')) throw e;
     });
-    this.held.delete(id);
+    this.held.forget(id);
   }
 
   async get(id: string): Promise<string> {
@@ -244,7 +245,7 @@ export class DevicemapperDriver implements Driver {
         throw e;
       }
     });
-    this.held.set(id, (this.held.get(id) ?? 0) + 1);
+    this.held.add(id);
     return mnt;
   }
 
@@ -256,9 +257,7 @@ export class DevicemapperDriver implements Driver {
       unmount(mnt);
       await this.pool.release();
     });
-    const n = this.held.get(id) ?? 0;
-    if (n > 1) this.held.set(id, n - 1);
-    else this.held.delete(id);
+    this.held.release(id);
   }
 
   async exists(id: string): Promise<boolean> {
@@ -328,10 +327,7 @@ export class DevicemapperDriver implements Driver {
   }
 
   async cleanup(): Promise<void> {
-    for (const [id, n] of [...this.held]) {
-      for (let i = 0; i < n; i++) await this.put(id).catch(() => undefined);
-    }
-    this.held.clear();
+    await this.held.releaseAll((id) => this.put(id));
   }
 }
 

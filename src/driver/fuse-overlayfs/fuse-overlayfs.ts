@@ -13,7 +13,8 @@ const PROGRAM = 'fuse-overlayfs';
 // Options travel as one argv string: the kernel's limit for a single argument (MAX_ARG_STRLEN) is 32 pages.
 const MAX_ARG = 32 * 4096 - 1;
 
-const fuseMounter: OverlayMounter = {
+/** Mounts by running the fuse-overlayfs program (also how the aufs driver mounts its layers for processes). */
+export const fuseMounter: OverlayMounter = {
   maxOptions: MAX_ARG,
   // The program returns once the mount is up, leaving a daemon that serves it until it is unmounted.
   mount: async (target, options, cwd) => {

@@ -1,9 +1,9 @@
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, readdir, readFile, realpath, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, readFile, realpath, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { ApplyHooks, Change, CreateOpts, Driver, DriverFactory, DriverOptions } from '../driver.js';
-import { native, MNT_DETACH } from '../../native/native.js';
+import { native } from '../../native/native.js';
 import { capability, internal, invalidArgument, isErrno, isStrataError, notFound } from '../../errors.js';
 import { writeFileAtomic } from '../../util/atomic.js';
 import { copyTree } from '../../util/copy-tree.js';
@@ -12,11 +12,12 @@ import { applyLayer } from '../../archive/apply-layer.js';
 import { changesOverlay } from '../../archive/changes.js';
 import { exportOverlayUpper } from '../../archive/export-changes.js';
 import { backingFsName } from '../fs-magic.js';
-import { acquireMount, releaseMount, updateMountRefs } from '../mount-refs.js';
+import { acquireMount, releaseKernelMount, updateMountRefs } from '../mount-refs.js';
 import { ensureRemoveAll } from '../ensure-remove.js';
 import { naiveApplyDiff, naiveChanges, naiveDiff, naiveDiffSize } from '../naive-diff.js';
 import { treeSize } from '../tree-size.js';
 import { nativeDiffProblem, overlayMountProblem, supportsDType } from '../overlay2/overlay-support.js';
+import { HeldMounts } from '../held-mounts.js';
 
 function checkID(id: string): void {
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(id)) throw invalidArgument(`overlay: invalid layer id '${id}'`);
@@ -34,7 +35,7 @@ function checkID(id: string): void {
  */
 export class OverlayDriver implements Driver {
   readonly name = 'overlay';
-  private readonly held = new Map<string, number>();
+  private readonly held = new HeldMounts();
 
   private constructor(
     readonly home: string,
@@ -132,7 +133,7 @@ export class OverlayDriver implements Driver {
     } catch (e) {
       if (!isStrataError(e, 'ErrNotFound')) throw e;
     }
-    this.held.delete(id);
+    this.held.forget(id);
   }
 
   async get(id: string): Promise<string> {
@@ -149,23 +150,15 @@ export class OverlayDriver implements Driver {
         throw internal(`overlay: error creating overlay mount to ${merged}: ${(e as Error).message}`, e);
       }
     });
-    this.held.set(id, (this.held.get(id) ?? 0) + 1);
+    this.held.add(id);
     return merged;
   }
 
   async put(id: string): Promise<void> {
     const dir = this.mustExist(id);
     if ((await this.lowerID(id)) === null) return;
-    const merged = join(dir, 'merged');
-    await releaseMount(join(dir, 'mount-count'), merged, `overlay: layer ${id}`, async (mounted) => {
-      if (mounted) native.umount(merged, MNT_DETACH);
-      await rmdir(merged).catch((e: unknown) => {
-        if (!isErrno(e, 'ENOENT') && !isErrno(e, 'EBUSY')) throw e;
-      });
-    });
-    const n = this.held.get(id) ?? 0;
-    if (n > 1) this.held.set(id, n - 1);
-    else this.held.delete(id);
+    await releaseKernelMount(join(dir, 'mount-count'), join(dir, 'merged'), `overlay: layer ${id}`);
+    this.held.release(id);
   }
 
   async exists(id: string): Promise<boolean> {
@@ -241,10 +234,7 @@ export class OverlayDriver implements Driver {
   }
 
   async cleanup(): Promise<void> {
-    for (const [id, n] of [...this.held]) {
-      for (let i = 0; i < n; i++) await this.put(id).catch(() => undefined);
-    }
-    this.held.clear();
+    await this.held.releaseAll((id) => this.put(id));
   }
 }
 

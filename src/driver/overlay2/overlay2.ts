@@ -1,18 +1,19 @@
-import { chmodSync, existsSync, lchownSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
-import { mkdir, realpath, rm, rmdir } from 'node:fs/promises';
+import { existsSync, mkdirSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdir, realpath, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { ApplyHooks, Change, CreateOpts, Driver, DriverFactory, DriverOptions } from '../driver.js';
-import { native, MNT_DETACH } from '../../native/native.js';
-import { capability, internal, invalidArgument, isErrno, isStrataError, limit, notFound } from '../../errors.js';
+import { native } from '../../native/native.js';
+import { capability, conflict, internal, invalidArgument, isErrno, isStrataError, limit, notFound } from '../../errors.js';
 import { applyLayer } from '../../archive/apply-layer.js';
 import { changesOverlay } from '../../archive/changes.js';
 import { exportOverlayUpper } from '../../archive/export-changes.js';
 import { backingFsName } from '../fs-magic.js';
-import { acquireMount, releaseMount, updateMountRefs } from '../mount-refs.js';
+import { acquireMount, releaseKernelMount, updateMountRefs } from '../mount-refs.js';
 import { populateThroughGet } from '../populate.js';
-import { lookupInLowers } from '../../archive/changes.js';
+import { coverLowerDirs } from '../cover-lower-dirs.js';
+import { overlayForm } from '../../archive/whiteout-form.js';
 import { ensureRemoveAll } from '../ensure-remove.js';
 import { naiveApplyDiff, naiveChanges, naiveDiff, naiveDiffSize } from '../naive-diff.js';
 import { parseSize } from '../size-units.js';
@@ -20,6 +21,7 @@ import { readOptionalSync } from '../../util/read-optional.js';
 import { treeSize } from '../tree-size.js';
 import { nativeDiffProblem, overlayMountProblem, readProbeVerdict, supportsDType, usingMetacopy, writeProbeVerdict } from './overlay-support.js';
 import { ProjectQuota } from './project-quota.js';
+import { HeldMounts } from '../held-mounts.js';
 
 /** Lowers one layer may stack on; the layer store stops at 125 so init + read-write layers still fit. */
 export const MAX_DEPTH = 128;
@@ -71,27 +73,6 @@ function kernelMounter(indexOff: boolean): OverlayMounter {
   };
 }
 
-/** Directories made in `upper` take the attributes of the directory each covers in the lowers, if any. */
-function coverLowerDirs(upper: string, lowers: readonly string[]): void {
-  const walk = (rel: string): void => {
-    for (const e of readdirSync(join(upper, rel), { withFileTypes: true })) {
-      if (!e.isDirectory()) continue;
-      const r = rel === '' ? e.name : `${rel}/${e.name}`;
-      walk(r);
-      const below = lookupInLowers(lowers, r);
-      if (!below?.isDirectory()) continue;
-      const path = join(upper, r);
-      lchownSync(path, Number(below.uid), Number(below.gid));
-      chmodSync(path, Number(below.mode & 0o7777n));
-      native.lutimes(path, Number(below.atimeNs / NS), Number(below.atimeNs % NS), Number(below.mtimeNs / NS), Number(below.mtimeNs % NS));
-    }
-  };
-  walk('');
-}
-
-const NS = 1_000_000_000n;
-
-
 /**
  * Docker's overlay2 graphdriver: each layer is `<home>/<id>/{diff,link,lower,work,merged}`, stacked
  * by the kernel's overlayfs through short `l/<link>` symlinks so 128 lowers fit in one page of mount data.
@@ -99,7 +80,7 @@ const NS = 1_000_000_000n;
  */
 export class Overlay2Driver implements Driver {
   /** Gets this process holds and has not put, released by cleanup(). */
-  private readonly held = new Map<string, number>();
+  private readonly held = new HeldMounts();
 
   constructor(
     readonly name: string,
@@ -200,16 +181,26 @@ export class Overlay2Driver implements Driver {
       // Written plainly, as Docker does: the layer becomes visible only at the layer store's synced
       // commit (a crash before it leaves an orphan to reap); per-file fsyncs here cost ~8 per container.
       writeFileSync(join(dir, 'link'), link);
-      if (parent === null) return;
-      mkdirSync(join(dir, 'work'), { mode: 0o700 });
-      // A layer with children is mounted read-only from now on: its diff/ is shared as their lower.
-      writeFileSync(join(this.home, parent, 'committed'), '', { mode: 0o600 });
-      writeFileSync(join(dir, 'lower'), lower!);
+      if (parent !== null) this.chain(dir, parent, lower!);
     } catch (e) {
       if (link !== null) await rm(join(this.home, LINK_DIR, link), { force: true });
       await rm(dir, { recursive: true, force: true });
       throw e;
     }
+  }
+
+  private chain(dir: string, parent: string, lower: string): void {
+    mkdirSync(join(dir, 'work'), { mode: 0o700 });
+    // A layer with children is mounted read-only from now on: its diff/ is shared as their lower.
+    writeFileSync(join(this.home, parent, 'committed'), '', { mode: 0o600 });
+    writeFileSync(join(dir, 'lower'), lower);
+  }
+
+  /** diff/ holds overlay whiteouts whatever lies below, so a layer filled on its own only needs its `lower` file. */
+  async setParent(id: string, parent: string): Promise<void> {
+    const dir = await this.mustExist(id);
+    if (existsSync(join(dir, 'lower'))) throw conflict(`${this.name}: layer ${id} already has a parent`);
+    this.chain(dir, parent, await this.lowerFor(parent));
   }
 
   /** The `lower` file of a child of `parent`: the parent's link first, then the parent's own lowers. */
@@ -240,7 +231,7 @@ export class Overlay2Driver implements Driver {
     } catch (e) {
       if (!isStrataError(e, 'ErrNotFound')) throw e; // removed meanwhile by another process
     }
-    this.held.delete(id);
+    this.held.forget(id);
   }
 
   async get(id: string): Promise<string> {
@@ -250,7 +241,7 @@ export class Overlay2Driver implements Driver {
     if (lower === null) return join(dir, 'diff');
     const merged = join(dir, 'merged');
     await acquireMount(join(dir, 'mount-count'), merged, `${this.name}: layer ${id}`, () => this.mount(id, lower));
-    this.held.set(id, (this.held.get(id) ?? 0) + 1);
+    this.held.add(id);
     return merged;
   }
 
@@ -291,23 +282,14 @@ export class Overlay2Driver implements Driver {
     if (!existsSync(join(dir, 'lower')) || existsSync(join(dir, 'committed'))) return populateThroughGet(this, id, fill);
     const upper = join(dir, 'diff');
     await fill(upper);
-    coverLowerDirs(upper, await this.lowerDirs(id));
+    coverLowerDirs(upper, await this.lowerDirs(id), overlayForm);
   }
 
   async put(id: string): Promise<void> {
     const dir = await this.mustExist(id);
     if (!existsSync(join(dir, 'lower'))) return;
-    const merged = join(dir, 'merged');
-    await releaseMount(join(dir, 'mount-count'), merged, `${this.name}: layer ${id}`, async (mounted) => {
-      if (mounted) native.umount(merged, MNT_DETACH);
-      // Removing the mount point also ends the mount in other mount namespaces that copied it.
-      await rmdir(merged).catch((e: unknown) => {
-        if (!isErrno(e, 'ENOENT') && !isErrno(e, 'EBUSY')) throw e;
-      });
-    });
-    const n = this.held.get(id) ?? 0;
-    if (n > 1) this.held.set(id, n - 1);
-    else this.held.delete(id);
+    await releaseKernelMount(join(dir, 'mount-count'), join(dir, 'merged'), `${this.name}: layer ${id}`);
+    this.held.release(id);
   }
 
   async exists(id: string): Promise<boolean> {
@@ -373,10 +355,7 @@ export class Overlay2Driver implements Driver {
 
   /** Release every get this process still holds; mounts other processes hold stay up. */
   async cleanup(): Promise<void> {
-    for (const [id, n] of [...this.held]) {
-      for (let i = 0; i < n; i++) await this.put(id).catch(() => undefined);
-    }
-    this.held.clear();
+    await this.held.releaseAll((id) => this.put(id));
   }
 }
 

@@ -9,6 +9,7 @@ import { execTool } from '../../util/exec.js';
 import { acquireMount, releaseMount } from '../mount-refs.js';
 import { isMountPoint } from '../mount-table.js';
 import { naiveApplyDiff, naiveChanges, naiveDiff, naiveDiffSize } from '../naive-diff.js';
+import { HeldMounts } from '../held-mounts.js';
 
 const lastLine = (e: unknown) => (e as Error).message.trim().split('\n').at(-1)!;
 
@@ -71,7 +72,7 @@ async function zfsUnlessBusy(args: string[]): Promise<void> {
 export class ZfsDriver implements Driver {
   readonly name = 'zfs';
   /** Gets this process holds and has not put, released by cleanup(). */
-  private readonly held = new Map<string, number>();
+  private readonly held = new HeldMounts();
 
   private constructor(
     readonly home: string,
@@ -193,7 +194,7 @@ export class ZfsDriver implements Driver {
     await rmdir(mnt).catch((e: unknown) => {
       if (!isErrno(e, 'ENOENT')) throw e;
     });
-    this.held.delete(id);
+    this.held.forget(id);
   }
 
   async get(id: string): Promise<string> {
@@ -203,7 +204,7 @@ export class ZfsDriver implements Driver {
       await mkdir(mnt, { recursive: true, mode: 0o755 });
       await zfsUnlessBusy(['mount', this.dataset(id)]);
     });
-    this.held.set(id, (this.held.get(id) ?? 0) + 1);
+    this.held.add(id);
     return mnt;
   }
 
@@ -216,9 +217,7 @@ export class ZfsDriver implements Driver {
         if (!isErrno(e, 'ENOENT') && !isErrno(e, 'EBUSY')) throw e;
       });
     });
-    const n = this.held.get(id) ?? 0;
-    if (n > 1) this.held.set(id, n - 1);
-    else this.held.delete(id);
+    this.held.release(id);
   }
 
   async exists(id: string): Promise<boolean> {
@@ -263,10 +262,7 @@ export class ZfsDriver implements Driver {
   }
 
   async cleanup(): Promise<void> {
-    for (const [id, n] of [...this.held]) {
-      for (let i = 0; i < n; i++) await this.put(id).catch(() => undefined);
-    }
-    this.held.clear();
+    await this.held.releaseAll((id) => this.put(id));
   }
 }
 
