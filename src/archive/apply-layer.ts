@@ -15,12 +15,13 @@ import {
   unlinkSync,
   writeSync,
 } from 'node:fs';
-import { corrupt, internal, isErrno, StrataError } from '../errors.js';
+import { corrupt, isErrno } from '../errors.js';
 import { native, WRITE_META_FIELDS } from '../native/native.js';
 import type { TarHeader } from './tar/tar-header.js';
 import { readTar, type TarEntry, type TarLimits } from './tar/tar-reader.js';
 import { cleanEntryName, relBasename, relDirname, SafeParents } from './root-path.js';
-import { OVERLAY_OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteout.js';
+import { OVERLAY_OPAQUE_XATTR, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteout.js';
+import { checkHardlinkTarget, DirTimes, entryBase, explainEntryError, hardlinkTarget, keepsExisting, metaSteps, setEntryTimes, skipsNode, xattrFailureTolerated } from './apply-rules.js';
 
 /**
  * How deletions land on disk: overlay's char 0:0 / opaque xattr, AUFS's `.wh.` files kept as the tar
@@ -45,7 +46,6 @@ const FILE_FLAGS = C.O_WRONLY | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW;
 const DIR_FLAGS = C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW;
 const NODE_TYPE = { char: C.S_IFCHR, block: C.S_IFBLK, fifo: C.S_IFIFO } as const;
 const OPAQUE_VALUE = Buffer.from('y');
-const PATH_MAX = 4096;
 /** (uid_t)-1: chown(2) leaves that id as it is (what a rootless apply asks of the batched writer). */
 const KEEP_ID = 0xffffffff;
 
@@ -95,7 +95,7 @@ const explained = new WeakSet<object>();
 
 function explainOnce(e: unknown, name: string): unknown {
   if (typeof e === 'object' && e !== null && explained.has(e)) return e;
-  const x = explain(e, name);
+  const x = explainEntryError(e, name);
   if (typeof x === 'object' && x !== null) explained.add(x);
   return x;
 }
@@ -113,8 +113,7 @@ class Applier {
   private readonly parents: SafeParents;
   /** Naive format: what this layer wrote, which an opaque directory keeps. */
   private readonly unpacked: Set<string> | null;
-  /** Directory times are set last, deepest first, once nothing is written into them any more. */
-  private readonly dirTimes = new Map<string, TarHeader>();
+  private readonly dirTimes = new DirTimes();
   private readonly rootBytes: number;
 
   constructor(
@@ -140,11 +139,8 @@ class Applier {
 
   private applyEntry(entry: TarEntry, rel: string): Promise<void> | void {
     const h = entry.header;
-    // Fail before creating a deep chain of parents the kernel would refuse at its end anyway.
-    if (this.rootBytes + Buffer.byteLength(rel) >= PATH_MAX) throw corrupt(`name is too long for a path here (${rel.length} characters)`);
-    const base = relBasename(rel);
+    const base = entryBase(h, rel, this.rootBytes);
     if (base.startsWith(WHITEOUT_PREFIX)) return this.whiteout(rel, base, entry);
-    if (rel === '' && h.type !== 'directory') throw corrupt(`a ${h.type} cannot replace the layer root`);
     const path = rel === '' ? this.root : this.parents.ensure(relDirname(rel)) + '/' + base;
     this.unpacked?.add(rel);
     switch (h.type) {
@@ -160,7 +156,7 @@ class Applier {
       case 'char':
       case 'block':
       case 'fifo':
-        if (this.rootless && h.type !== 'fifo') return;
+        if (skipsNode(h, this.rootless)) return;
         this.create(rel, path, () => native.mknod(path, NODE_TYPE[h.type as keyof typeof NODE_TYPE] | h.mode, h.devmajor, h.devminor));
         return this.pathMetadata(path, h, true);
     }
@@ -169,8 +165,7 @@ class Applier {
   async finish(): Promise<void> {
     this.submit();
     await this.settle(true);
-    const dirs = [...this.dirTimes].sort((a, b) => depth(b[0]) - depth(a[0]));
-    for (const [rel, h] of dirs) setTimes(rel === '' ? this.root : this.root + '/' + rel, h);
+    for (const [rel, h] of this.dirTimes.deepestFirst()) setEntryTimes(rel === '' ? this.root : this.root + '/' + rel, h);
   }
 
   /** After a failure: wait until no batch is writing any more, ignoring their outcome. */
@@ -308,14 +303,15 @@ class Applier {
     } finally {
       closeSync(fd);
     }
-    setTimes(path, h);
+    setEntryTimes(path, h);
   }
 
-  /** chown clears setuid and security.capability: owner first, then xattrs, then the mode. */
   private ownerXattrsMode(fd: number, path: string, h: TarHeader): void {
-    if (!this.rootless) fchownSync(fd, h.uid, h.gid);
-    this.xattrs(path, h);
-    fchmodSync(fd, h.mode);
+    for (const s of metaSteps(h, this.rootless, true)) {
+      if (s.op === 'chown') fchownSync(fd, s.uid, s.gid);
+      else if (s.op === 'chmod') fchmodSync(fd, s.mode);
+      else this.xattr(path, s.name, s.value);
+    }
   }
 
   private directory(rel: string, path: string, h: TarHeader): void {
@@ -324,8 +320,7 @@ class Applier {
         mkdirSync(path, 0o700);
       } catch (e) {
         if (!isErrno(e, 'EEXIST')) throw e;
-        // An existing directory keeps its content and takes the entry's metadata; anything else is replaced.
-        if (!lstatSync(path).isDirectory()) {
+        if (!keepsExisting(h, lstatSync(path))) {
           this.remove(rel, path);
           mkdirSync(path, 0o700);
         }
@@ -341,13 +336,10 @@ class Applier {
   }
 
   private hardlink(rel: string, path: string, h: TarHeader): void {
-    const target = cleanEntryName(h.linkname);
-    if (target === '') throw corrupt(`hardlink to the layer root`);
+    const target = hardlinkTarget(h);
     // The target's parents must be real directories of this root: a link through a symlink could reach any host file.
     const targetPath = this.parents.check(relDirname(target)) + '/' + relBasename(target);
-    const st = lstatSync(targetPath, { throwIfNoEntry: false });
-    if (st === undefined) throw corrupt(`hardlink target ${h.linkname} does not exist`);
-    if (st.isDirectory()) throw corrupt(`hardlink target ${h.linkname} is a directory`);
+    checkHardlinkTarget(h, lstatSync(targetPath, { throwIfNoEntry: false }));
     if (target === rel) return;
     // link(2) does not follow a symlink target: linking to a symlink links the symlink itself.
     this.create(rel, path, () => linkSync(targetPath, path));
@@ -355,21 +347,20 @@ class Applier {
 
   /** Metadata for nodes that cannot be opened without side effects (symlinks, devices, fifos): by path, never following. */
   private pathMetadata(path: string, h: TarHeader, chmod: boolean): void {
-    if (!this.rootless) lchownSync(path, h.uid, h.gid);
-    this.xattrs(path, h);
     // The node was just created by this call, so the path names it and not a link (chmod(2) would follow one).
-    if (chmod) chmodSync(path, h.mode);
-    setTimes(path, h);
+    for (const s of metaSteps(h, this.rootless, chmod)) {
+      if (s.op === 'chown') lchownSync(path, s.uid, s.gid);
+      else if (s.op === 'chmod') chmodSync(path, s.mode);
+      else this.xattr(path, s.name, s.value);
+    }
+    setEntryTimes(path, h);
   }
 
-  private xattrs(path: string, h: TarHeader): void {
-    for (const [name, value] of h.xattrs) {
-      if (name.startsWith(OVERLAY_XATTR_PREFIX)) continue;
-      try {
-        native.lsetxattr(path, name, value);
-      } catch (e) {
-        if (!isErrno(e, 'ENOTSUP') && !(this.rootless && isErrno(e, 'EPERM'))) throw e;
-      }
+  private xattr(path: string, name: string, value: Buffer): void {
+    try {
+      native.lsetxattr(path, name, value);
+    } catch (e) {
+      if (!xattrFailureTolerated(e, this.rootless)) throw e;
     }
   }
 
@@ -422,8 +413,7 @@ class Applier {
     if (lstatSync(path).isDirectory()) {
       rmSync(path, { recursive: true, force: true });
       this.parents.forget(rel);
-      const under = rel + '/';
-      for (const k of this.dirTimes.keys()) if (k === rel || k.startsWith(under)) this.dirTimes.delete(k);
+      this.dirTimes.forget(rel);
     } else {
       unlinkSync(path);
     }
@@ -440,28 +430,4 @@ async function collect(body: AsyncIterable<Buffer>, size: number): Promise<Buffe
 
 function writeAll(fd: number, chunk: Buffer): void {
   for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off, chunk.length - off);
-}
-
-function setTimes(path: string, h: TarHeader): void {
-  const a = h.atime ?? h.mtime;
-  native.lutimes(path, a.sec, a.nsec, h.mtime.sec, h.mtime.nsec);
-}
-
-function depth(rel: string): number {
-  let n = rel === '' ? 0 : 1;
-  for (let i = rel.indexOf('/'); i >= 0; i = rel.indexOf('/', i + 1)) n++;
-  return n;
-}
-
-/** Errors from the filesystem mean the archive asks for something impossible here; name the entry. */
-const archiveErrnos = new Set(['ENOTDIR', 'EISDIR', 'EEXIST', 'ENOENT', 'ELOOP', 'EINVAL', 'ENAMETOOLONG', 'EMLINK', 'EPERM', 'EXDEV']);
-
-function explain(e: unknown, name: string): unknown {
-  const where = `layer entry ${JSON.stringify(name)}`;
-  if (e instanceof StrataError) return new StrataError(e.code, `${where}: ${e.message}`, { cause: e });
-  if (isErrno(e)) {
-    const msg = `${where}: ${e.message}`;
-    return archiveErrnos.has(e.code!) ? corrupt(msg, e) : internal(msg, e);
-  }
-  return e;
 }

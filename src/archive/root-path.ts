@@ -31,13 +31,47 @@ export function relBasename(rel: string): string {
 }
 
 /**
- * The directories of one root that were checked to be real directories (never symlinks), for one writer that
- * owns the root while it works (a layer being applied): every component is lstat'ed once, then remembered
- * until the writer replaces or removes it. A symlink anywhere in a parent chain is a breakout attempt, as in
- * Docker's UnpackLayer: an entry must never be written through a link.
+ * Which directories of one root were checked to be real directories (never symlinks), for one writer that
+ * owns the root while it works (a layer or a copy being applied): every component is checked once, then
+ * remembered until the writer replaces or removes it. A symlink anywhere in a parent chain is a breakout
+ * attempt, as in Docker's UnpackLayer: an entry must never be written through a link. Shared by the appliers
+ * on a host directory (SafeParents) and on a union (apply-to-fs.ts), which only differ in how they look.
  */
-export class SafeParents {
+export class CheckedDirs {
   private readonly known = new Set<string>();
+
+  /** The ancestors of `relDir` (itself included) not checked yet, shallowest first (a loop, not recursion: a stranger picks the depth). */
+  unchecked(relDir: string): string[] {
+    const todo: string[] = [];
+    for (let p = relDir; p !== '' && !this.known.has(p); p = relDirname(p)) todo.push(p);
+    return todo.reverse();
+  }
+
+  /**
+   * Record what lookup found at `rel`: a directory is remembered; anything else is refused, and a missing
+   * one is to be created (the caller makes it 0755) unless `create` is false.
+   */
+  found(rel: string, kind: 'dir' | 'symlink' | 'other' | 'missing', create: boolean): void {
+    if (kind === 'symlink') throw corrupt(`archive entry goes through the symlink ${rel} (breakout attempt)`);
+    if (kind === 'other') throw corrupt(`archive entry goes through ${rel}, which is not a directory`);
+    if (kind === 'missing' && !create) throw corrupt(`archive entry refers to ${rel}, which does not exist`);
+    this.known.add(rel);
+  }
+
+  /** `rel` was removed or replaced: it and everything below it must be checked again. */
+  forget(rel: string): void {
+    if (rel === '') {
+      this.known.clear();
+      return;
+    }
+    const under = rel + '/';
+    for (const k of this.known) if (k === rel || k.startsWith(under)) this.known.delete(k);
+  }
+}
+
+/** CheckedDirs of a host directory. */
+export class SafeParents {
+  private readonly checked = new CheckedDirs();
   constructor(readonly root: string) {}
 
   /** Host path of the directory `relDir` (cleaned), creating missing components 0755. */
@@ -50,34 +84,17 @@ export class SafeParents {
     return this.walk(relDir, false);
   }
 
-  /** `rel` was removed or replaced: it and everything below it must be checked again. */
   forget(rel: string): void {
-    if (rel === '') {
-      this.known.clear();
-      return;
-    }
-    const under = rel + '/';
-    for (const k of this.known) if (k === rel || k.startsWith(under)) this.known.delete(k);
+    this.checked.forget(rel);
   }
 
   private walk(relDir: string, create: boolean): string {
     if (relDir === '') return this.root;
-    // The unchecked ancestors, deepest first (a loop, not recursion: a stranger picks the depth).
-    const todo: string[] = [];
-    for (let p = relDir; p !== '' && !this.known.has(p); p = relDirname(p)) todo.push(p);
-    for (let i = todo.length - 1; i >= 0; i--) {
-      const rel = todo[i];
+    for (const rel of this.checked.unchecked(relDir)) {
       const host = this.root + '/' + rel;
       const st = lstatSync(host, { throwIfNoEntry: false });
-      if (st === undefined) {
-        if (!create) throw corrupt(`archive entry refers to ${rel}, which does not exist`);
-        mkdirSync(host, 0o755);
-      } else if (st.isSymbolicLink()) {
-        throw corrupt(`archive entry goes through the symlink ${rel} (breakout attempt)`);
-      } else if (!st.isDirectory()) {
-        throw corrupt(`archive entry goes through ${rel}, which is not a directory`);
-      }
-      this.known.add(rel);
+      this.checked.found(rel, st === undefined ? 'missing' : st.isSymbolicLink() ? 'symlink' : st.isDirectory() ? 'dir' : 'other', create);
+      if (st === undefined) mkdirSync(host, 0o755);
     }
     return this.root + '/' + relDir;
   }

@@ -6,9 +6,10 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Stores } from '../stores.js';
 import type { Change } from '../driver/driver.js';
-import { StrataError, internal, invalidArgument, isErrno, notFound } from '../errors.js';
+import { StrataError, invalidArgument, isErrno, notFound } from '../errors.js';
 import { exportChanges, exportFsTree } from '../archive/export-changes.js';
 import { applyLayer } from '../archive/apply-layer.js';
+import { applyToFs } from '../archive/apply-to-fs.js';
 import { cleanEntryName } from '../archive/root-path.js';
 import { readTar } from '../archive/tar/tar-reader.js';
 import { writeTar, type TarWriteEntry } from '../archive/tar/tar-writer.js';
@@ -23,9 +24,15 @@ export interface CopyOptions {
   followLink?: boolean;
 }
 
-/** What is copied: a host path (in the container's view or on the host) or a path in the container's fs, and the name it is copied as. */
+/** A path on the host (in the container's view or not), or in the container's fs (its rootfs with no mount). */
+type At = { host: string } | { fs: UnionFs; path: string };
+
+const parentOf = (at: At): At => ('host' in at ? { host: dirname(at.host) } : { fs: at.fs, path: posix.dirname(at.path) });
+const nameOf = (at: At): string => ('host' in at ? basename(at.host) : posix.basename(at.path));
+
+/** What is copied, and the name it is copied as. */
 interface Source {
-  at: { host: string } | { fs: UnionFs; path: string };
+  at: At;
   isDir: boolean;
   name: string;
   /** `dir/.`: the directory's content, not the directory. */
@@ -41,8 +48,10 @@ interface Inner {
 }
 
 interface Dest {
-  host: string;
+  at: At;
   stat: Stats | undefined;
+  /** Whether the destination's parent is a directory (a new entry can be made there). */
+  parentIsDir: boolean;
   /** Ends with `/` (or `/.`): must be a directory. */
   assertsDir: boolean;
   shown: string;
@@ -122,18 +131,16 @@ function hostSource(p: string, opts: CopyOptions): Source {
  * under the source's name (or its content for `dir/.`), over an existing file (a directory cannot be), or
  * as a new entry whose parent must exist; a path ending in `/` must be an existing directory for a file.
  */
-function placement(src: Source, dst: Dest): { dir: string; to: string } {
-  if (dst.stat?.isDirectory()) return { dir: dst.host, to: src.contentsOnly ? '.' : src.name };
+function placement(src: Source, dst: Dest): { dir: At; to: string } {
+  if (dst.stat?.isDirectory()) return { dir: dst.at, to: src.contentsOnly ? '.' : src.name };
   if (dst.stat) {
     if (src.isDir) throw invalidArgument(`cannot copy a directory to a file: ${dst.shown} is not a directory`);
     if (dst.assertsDir) throw invalidArgument(`${dst.shown} is not a directory`);
-    return { dir: dirname(dst.host), to: basename(dst.host) };
+    return { dir: parentOf(dst.at), to: nameOf(dst.at) };
   }
   if (dst.assertsDir && !src.isDir) throw notFound(`destination directory ${dst.shown} does not exist`);
-  if (!lstatSync(dirname(dst.host), { throwIfNoEntry: false })?.isDirectory()) {
-    throw notFound(`cannot copy to ${dst.shown}: its parent directory does not exist`);
-  }
-  return { dir: dirname(dst.host), to: basename(dst.host) };
+  if (!dst.parentIsDir) throw notFound(`cannot copy to ${dst.shown}: its parent directory does not exist`);
+  return { dir: parentOf(dst.at), to: nameOf(dst.at) };
 }
 
 /** Every path of the tree at `host`, named below its parent (`/<base>/...`), for exportChanges; `skip` prunes paths (and what is below). */
@@ -176,14 +183,14 @@ async function* renamed(tar: AsyncIterable<Buffer>, rename: (name: string) => st
 }
 
 /** A tree as a tar whose top entry is named `base`: from the host, or through the container's fs (no mount). */
-function treeTar(at: Source['at'], base: string, skip: ReadonlySet<string>): Readable {
+function treeTar(at: At, base: string, skip: ReadonlySet<string>): Readable {
   if ('fs' in at) return exportFsTree(at.fs, unionXattrs(at.fs), { path: at.path, as: base, skip });
   return exportChanges(dirname(at.host), treeChanges(at.host, skip));
 }
 
 /** The source as a tar whose top entry is named `to`; at each inner mount the tree continues in the mount's source. */
 function sourceTar(src: Source, to: string, owner: { uid: number; gid: number } | null): Readable {
-  const parts: Array<{ at: Source['at']; under: string }> = [{ at: src.at, under: '' }, ...src.inner.map((i) => ({ at: { host: i.host }, under: i.at }))];
+  const parts: Array<{ at: At; under: string }> = [{ at: src.at, under: '' }, ...src.inner.map((i) => ({ at: { host: i.host }, under: i.at }))];
   async function* entries(): AsyncGenerator<TarWriteEntry> {
     for (const part of parts) {
       // Any top name works (the renamer replaces it); a path in the container's fs has none of its own on the host.
@@ -200,10 +207,15 @@ function sourceTar(src: Source, to: string, owner: { uid: number; gid: number } 
   return writeTar(entries());
 }
 
-function extract(dir: string, tar: AsyncIterable<Buffer>): Promise<unknown> {
+/**
+ * Extract a copy's tar into a directory: on the host with applyLayer, or through the container's fs with
+ * applyToFs (no mount; as a user without root, what is written stays the user's, as in a rootless layer).
+ */
+function extract(dir: At, tar: AsyncIterable<Buffer>): Promise<unknown> {
   // Naive format: deletions (none in a copy) would remove files, never write overlay whiteouts into a volume.
-  return applyLayer(dir, tar, { whiteouts: 'naive' }).catch((e) => {
-    if (isErrno(e, 'EROFS')) throw new StrataError('ErrForbidden', `cannot copy into ${dir}: read-only file system`, e);
+  const done = 'host' in dir ? applyLayer(dir.host, tar, { whiteouts: 'naive' }) : applyToFs(dir.fs, dir.path, tar, { rootless: process.getuid?.() !== 0 });
+  return done.catch((e) => {
+    if (isErrno(e, 'EROFS') || isErrno((e as Error).cause, 'EROFS')) throw new StrataError('ErrForbidden', `cannot copy into ${'host' in dir ? dir.host : dir.path}: read-only file system`, e);
     throw e;
   });
 }
@@ -257,13 +269,13 @@ async function checkLandings(tar: AsyncIterable<Buffer>, route: (name: string) =
 }
 
 /** A copy whose tree reaches mounts: checked whole, then written once per place it lands (`open` gives the tar again each time). */
-async function copyAcross(dir: string, open: () => AsyncIterable<Buffer>, route: (name: string) => Landing, owner: { uid: number; gid: number } | null, ctr: string): Promise<void> {
+async function copyAcross(dir: At, open: () => AsyncIterable<Buffer>, route: (name: string) => Landing, owner: { uid: number; gid: number } | null, ctr: string): Promise<void> {
   for (const target of await checkLandings(open(), route, ctr)) {
     const rename = (n: string) => {
       const { mount, rel } = route(n);
       return mount !== target ? null : rel === '' ? './' : n.endsWith('/') ? `${rel}/` : rel;
     };
-    await extract(target === null ? dir : target.Source, writeTar(renamed(open(), rename, owner)));
+    await extract(target === null ? dir : { host: target.Source }, writeTar(renamed(open(), rename, owner)));
   }
 }
 
@@ -279,13 +291,35 @@ async function withSpooled<T>(tar: AsyncIterable<Buffer>, fn: (open: () => Async
   }
 }
 
-async function containerDest(view: ContainerView, p: string, shown: string): Promise<Dest & { host: string; containerPath: string }> {
+/** A host destination, as given (a symlink at it is followed, as docker's CopyInfoDestinationPath does). */
+function hostDest(p: string): Dest {
+  let host = resolveHost(p);
+  let stat = lstatSync(host, { throwIfNoEntry: false });
+  if (stat?.isSymbolicLink()) {
+    const real = (() => {
+      try {
+        return realpathSync(host);
+      } catch {
+        return null;
+      }
+    })();
+    if (real !== null) [host, stat] = [real, lstatSync(real)];
+  }
+  return { at: { host }, stat, parentIsDir: lstatSync(dirname(host), { throwIfNoEntry: false })?.isDirectory() === true, assertsDir: assertsDir(p), shown: p };
+}
+
+async function containerDest(view: ContainerView, p: string, shown: string): Promise<Dest & { containerPath: string }> {
   if (!p.startsWith('/')) p = '/' + p;
   const r = await resolveContainerPath(view, p, true);
-  if (r.host === null) throw internal('cp: a copy into a container needs its mounted root filesystem');
   if (r.mount && !r.mount.RW) throw new StrataError('ErrForbidden', `cannot copy to ${shown}: mounted volume is marked read-only`);
   if (!r.mount && view.readonlyRootfs) throw new StrataError('ErrForbidden', `cannot copy to ${shown}: container rootfs is marked read-only`);
-  return { host: r.host, stat: lstatSync(r.host, { throwIfNoEntry: false }), assertsDir: assertsDir(p), shown, containerPath: r.containerPath };
+  const base = { assertsDir: assertsDir(p), shown, containerPath: r.containerPath };
+  if (r.host !== null) {
+    return { ...base, at: { host: r.host }, stat: lstatSync(r.host, { throwIfNoEntry: false }), parentIsDir: lstatSync(dirname(r.host), { throwIfNoEntry: false })?.isDirectory() === true };
+  }
+  // The rootfs read through the view's fs: the parent is looked up as any container path, through the mounts.
+  const parent = await lstatIn(view, posix.dirname(r.containerPath));
+  return { ...base, at: { fs: view.fs!, path: r.containerPath }, stat: await lstatIn(view, r.containerPath), parentIsDir: parent?.isDirectory() === true };
 }
 
 /**
@@ -297,14 +331,14 @@ export async function copyToContainer(s: Stores, idOrName: string, dstPath: stri
   const c = await s.containers.resolve(idOrName);
   const owner = opts.archive ? null : { uid: 0, gid: 0 };
   const src = 'path' in source ? hostSource(source.path, opts) : null;
-  await withContainerView(s, c, false, async (view) => {
+  await withContainerView(s, c, async (view) => {
     const dst = await containerDest(view, dstPath, `${idOrName}:${dstPath}`);
     if (src === null) {
       if (!dst.stat?.isDirectory()) throw invalidArgument(`destination "${idOrName}:${dstPath}" must be a directory`);
       const tar = (source as { tar: AsyncIterable<Buffer> }).tar;
       const route = router(view, dst.containerPath, dst.containerPath, false);
-      if (route !== null) await withSpooled(tar, (open) => copyAcross(dst.host, open, route, owner, idOrName));
-      else await extract(dst.host, owner ? writeTar(renamed(tar, topRenamer(null, ''), owner)) : tar);
+      if (route !== null) await withSpooled(tar, (open) => copyAcross(dst.at, open, route, owner, idOrName));
+      else await extract(dst.at, owner ? writeTar(renamed(tar, topRenamer(null, ''), owner)) : tar);
       return;
     }
     const { dir, to } = placement(src, dst);
@@ -320,22 +354,9 @@ export async function copyToContainer(s: Stores, idOrName: string, dstPath: stri
 /** `cp CONTAINER:SRC DST`: onto the host with docker's placement rules; owners become this process' unless `archive`. */
 export async function copyFromContainer(s: Stores, idOrName: string, srcPath: string, dstPath: string, opts: CopyOptions = {}): Promise<void> {
   const c = await s.containers.resolve(idOrName);
-  await withContainerView(s, c, true, async (view) => {
+  await withContainerView(s, c, async (view) => {
     const src = await containerSource(view, srcPath.startsWith('/') ? srcPath : '/' + srcPath, idOrName, opts);
-    let host = resolveHost(dstPath);
-    let stat = lstatSync(host, { throwIfNoEntry: false });
-    // A destination that is a symlink is followed, as docker's CopyInfoDestinationPath does.
-    if (stat?.isSymbolicLink()) {
-      const real = (() => {
-        try {
-          return realpathSync(host);
-        } catch {
-          return null;
-        }
-      })();
-      if (real !== null) [host, stat] = [real, lstatSync(real)];
-    }
-    const { dir, to } = placement(src, { host, stat, assertsDir: assertsDir(dstPath), shown: dstPath });
+    const { dir, to } = placement(src, hostDest(dstPath));
     await extract(dir, sourceTar(src, to, opts.archive ? null : { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }));
   });
 }
@@ -343,7 +364,7 @@ export async function copyFromContainer(s: Stores, idOrName: string, srcPath: st
 /** `cp CONTAINER:SRC -`: the source as a tar named after its last component; the view is held until the stream ends. */
 export async function copyFromContainerTar(s: Stores, idOrName: string, srcPath: string, opts: CopyOptions = {}): Promise<Readable> {
   const c = await s.containers.resolve(idOrName);
-  const { view, release } = await openContainerView(s, c, true);
+  const { view, release } = await openContainerView(s, c);
   let tar: Readable;
   try {
     const src = await containerSource(view, srcPath.startsWith('/') ? srcPath : '/' + srcPath, idOrName, opts);

@@ -100,14 +100,14 @@ export async function resolveContainerPath(view: ContainerView, p: string, follo
 }
 
 /**
- * The container's view, held until `release`: its root filesystem mounted through the driver (reference
- * counted, so this works whether or not it is mounted already), or for a view that only `reads`, opened
- * through the driver's openFs when it has one (no mount); volumes with a mount type mounted on their
+ * The container's view, held until `release`: its root filesystem opened through the driver's openFs when
+ * it has one (no mount; writable unless the rootfs is read-only), else mounted through the driver (reference
+ * counted, so this works whether or not it is mounted already); volumes with a mount type mounted on their
  * data directories.
  */
-export async function openContainerView(s: Stores, c: ContainerRecord, reads = false): Promise<{ view: ContainerView; release(): Promise<void> }> {
+export async function openContainerView(s: Stores, c: ContainerRecord): Promise<{ view: ContainerView; release(): Promise<void> }> {
   const { mountID } = await s.layers.getMount(c.ID);
-  const fs = reads && s.driver.openFs ? await openContainerFs(s, c.ID) : null;
+  const fs = s.driver.openFs ? await openContainerFs(s, c.ID) : null;
   const rootfs = fs === null ? await s.driver.get(mountID) : null;
   const mountedVolumes: string[] = [];
   const release = async () => {
@@ -131,8 +131,8 @@ export async function openContainerView(s: Stores, c: ContainerRecord, reads = f
   }
 }
 
-export async function withContainerView<T>(s: Stores, c: ContainerRecord, reads: boolean, fn: (view: ContainerView) => Promise<T>): Promise<T> {
-  const { view, release } = await openContainerView(s, c, reads);
+export async function withContainerView<T>(s: Stores, c: ContainerRecord, fn: (view: ContainerView) => Promise<T>): Promise<T> {
+  const { view, release } = await openContainerView(s, c);
   try {
     return await fn(view);
   } finally {

@@ -44,6 +44,12 @@ export interface Driver {
    */
   openFs?(id: string): Promise<UnionFs>;
   /**
+   * Optional: a host directory holding the layer's own files (what its applied tar wrote) at their paths,
+   * readable with no mount; null when it cannot be read there right now. The layer store reads a layer's
+   * file bodies there to regenerate its tar (save, push). Without it, or on null, it uses get()/put().
+   */
+  ownFilesDir?(id: string): Promise<string | null>;
+  /**
    * Optional: fill a just-created read-write layer once (a container's init layer) more cheaply than
    * get/fill/put. Without it the layer store does get/fill/put.
    */

@@ -185,9 +185,12 @@ export class LayerStore {
   /** The layer's tar, byte for byte as it was applied, verified against its diffID while streaming. */
   async tarStream(chain: Digest): Promise<Readable> {
     const layer = await this.get(chain);
-    const root = await this.driver.get(layer.cacheID);
-    const digester = new Digester();
     const driver = this.driver;
+    // The layer's own files, where the driver keeps them readable without a mount; else its mounted view.
+    const own = (await driver.ownFilesDir?.(layer.cacheID)) ?? null;
+    const root = own ?? (await driver.get(layer.cacheID));
+    const release = () => (own === null ? driver.put(layer.cacheID) : Promise.resolve());
+    const digester = new Digester();
     const body = tarSplitStream(join(this.layerDir(chain), 'tar-split.ndjson.gz'), root);
     async function* verified(): AsyncGenerator<Buffer> {
       try {
@@ -198,7 +201,7 @@ export class LayerStore {
         const got = digester.digest();
         if (got !== layer.diffID) throw corrupt(`could not verify layer data for ${chain}: expected ${layer.diffID}, got ${got}`);
       } finally {
-        await driver.put(layer.cacheID);
+        await release();
       }
     }
     return Readable.from(verified(), { objectMode: false });

@@ -705,6 +705,15 @@ export class UnionFs {
     });
   }
 
+  /**
+   * The host path of the entry `path` names (its last component not followed): the branch file a read sees,
+   * for callers that need what this surface does not offer (xattrs). Never written through by the union's
+   * users: a lower branch must stay as it is.
+   */
+  async hostPath(path: string): Promise<string> {
+    return this.wrap('lstat', path, async () => (await this.existing(path, false, 'lstat')).host);
+  }
+
   async realpath(path: string): Promise<string> {
     return this.wrap('realpath', path, async () => '/' + this.existing(path, true, 'realpath').rel);
   }

@@ -2,7 +2,7 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { constants } from 'node:fs';
@@ -22,7 +22,7 @@ const asNobody = ['--reuid=65534', '--regid=65534', '--clear-groups'];
  * container, changes its files through the library, sees `diff`, commits, and builds on the commit,
  * with nothing mounted and every file of the data-root their own.
  */
-test('aufs without root: import, create, change through openFs, diff, commit, a container of the commit; no mount anywhere', async (t: TestContext) => {
+test('aufs without root: import, create, change through openFs, diff, commit, cp in and out, export, save; no mount anywhere', async (t: TestContext) => {
   if (!requireCap(t, 'root (to switch to nobody with setpriv)', isRoot && existsSync('/usr/bin/setpriv'))) return;
   const work = await mkdtemp(join(tmpdir(), 'strata-aufs-rootless-'));
   try {
@@ -62,6 +62,36 @@ test('aufs without root: import, create, change through openFs, diff, commit, a 
     const seen = JSON.parse((await layerFs('read', c2)).stdout) as { motd: string; root: string[]; varLib: string[] };
     assert.deepEqual(seen, { motd: 'changed\n', root: ['.dockerenv', 'dev', 'etc', 'new', 'proc', 'sys', 'var'], varLib: [] });
     assert.match(await ok(['history', 'demo:2']), /rootless/);
+
+    // cp in and out, export and save: all through the union or the layers' own directories, none mounts.
+    const host = join(work, 'host');
+    await mkdir(join(host, 'dir/sub'), { recursive: true });
+    await writeFile(join(host, 'file.txt'), 'F\n');
+    await writeFile(join(host, 'dir/sub/b'), 'B\n');
+    const out = join(work, 'out');
+    await mkdir(out);
+    await chown(out, NOBODY, NOBODY);
+    await ok(['cp', join(host, 'file.txt'), 'c2:/etc/file.txt']);
+    await ok(['cp', join(host, 'dir'), 'c2:/var/']);
+    assert.deepEqual(mountsUnder(work), []);
+    assert.equal(await ok(['diff', 'c2']), 'C /etc\nA /etc/file.txt\nC /var\nA /var/dir\nA /var/dir/sub\nA /var/dir/sub/b\n');
+    await ok(['cp', 'c2:/var/dir', join(out, 'dir')]);
+    await ok(['cp', 'c2:/etc/file.txt', out]);
+    assert.equal(await readFile(join(out, 'dir/sub/b'), 'utf8'), 'B\n');
+    assert.equal(await readFile(join(out, 'file.txt'), 'utf8'), 'F\n');
+    await ok(['export', '-o', join(out, 'c2.tar'), 'c2']);
+    const exported = (await runOk('tar', ['-tf', join(out, 'c2.tar')])).stdout.split('\n');
+    for (const name of ['etc/file.txt', 'etc/motd', 'new', 'var/dir/sub/b']) assert.ok(exported.includes(name), `${name} in the export`);
+    const saved = join(out, 'demo.tar');
+    await ok(['save', '-o', saved, 'demo:2']);
+    assert.deepEqual(mountsUnder(work), []);
+    // The saved image loads in a fresh store (as root) with the same layers.
+    const layersOf = (json: string) => (JSON.parse(json) as Array<{ RootFS: { Layers: string[] } }>)[0]!.RootFS.Layers;
+    const diffIDs = layersOf(await ok(['image', 'inspect', 'demo:2']));
+    assert.equal(diffIDs.length, 2);
+    const fresh = join(work, 'fresh');
+    await runOk(BIN, ['--data-root', fresh, '-s', 'vfs', 'load', '-i', saved]);
+    assert.deepEqual(layersOf((await runOk(BIN, ['--data-root', fresh, '-s', 'vfs', 'image', 'inspect', 'demo:2'])).stdout), diffIDs);
     assert.match(await ok(['info']), /Storage Driver: aufs\n/);
 
     // Where a process would need the union mounted, one clear line says why it cannot be.
@@ -72,7 +102,7 @@ test('aufs without root: import, create, change through openFs, diff, commit, a 
 
     assert.deepEqual(mountsUnder(work), []);
     // Nothing in the data-root belongs to anyone but the user.
-    assert.equal(execFileSync('find', [root, '!', '-user', String(NOBODY)], { encoding: 'utf8' }), '');
+    assert.equal(execFileSync('find', [root, out, '!', '-user', String(NOBODY)], { encoding: 'utf8' }), '');
     await ok(['rm', 'c1']);
     await ok(['rm', 'c2']);
     await ok(['rmi', 'demo:2']);

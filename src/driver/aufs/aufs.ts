@@ -209,6 +209,11 @@ export class AufsDriver implements Driver {
     return openUnion([top, ...ancestors.map((a) => ({ path: this.layout.diff(a), mode: 'ro' as const }))]);
   }
 
+  /** diff/<id> holds exactly what the layer's tar wrote (whiteouts as `.wh.` files), unless fuse-overlayfs has it mounted read-write. */
+  async ownFilesDir(id: string): Promise<string | null> {
+    return (await this.settled(id, this.mustExist(id))) ? this.layout.diff(id) : null;
+  }
+
   async exists(id: string): Promise<boolean> {
     return existsSync(this.layout.layersFile(id));
   }

@@ -27,6 +27,17 @@ export function normaliseUpper(upper: string, lowers: readonly string[]): void {
 
 /** One directory: its own opacity first, then its entries; `below` holds the lower directories it covers (null where none). */
 function normaliseDir(dir: string, below: Array<string | null>): void {
+  // Markers removed or made here change the directory's times, which are layer content: put back after.
+  const before = lstatSync(dir, { bigint: true });
+  normaliseEntries(dir, below);
+  if (lstatSync(dir, { bigint: true }).mtimeNs !== before.mtimeNs) {
+    native.lutimes(dir, Number(before.atimeNs / NS), Number(before.atimeNs % NS), Number(before.mtimeNs / NS), Number(before.mtimeNs % NS));
+  }
+}
+
+const NS = 1_000_000_000n;
+
+function normaliseEntries(dir: string, below: Array<string | null>): void {
   const opaque = OPAQUE_XATTRS.some((x) => native.lgetxattr(dir, x)?.toString() === 'y') || aufsForm.opaque(dir);
   stripPrivateXattrs(dir);
   const covers = below.some((d) => d !== null);
