@@ -1,3 +1,4 @@
+import { runOk } from '../test/fixtures/run.js';
 import { attempt } from './attempt.js';
 import { BENCH_TAG, diskBytes, type BenchContext } from './context.js';
 import type { Row, WorkloadResult } from './report.js';
@@ -10,9 +11,14 @@ interface SideResult {
   loadMs: number;
 }
 
-/** `n` creations one after another, each timed, with `du -sx` of the data-root before and after. */
+/**
+ * `n` creations one after another, each timed, with `du -sx` of the data-root before and after. Both sides
+ * start after a `sync`: the image just loaded (or the workload before) leaves hundreds of MiB to write back,
+ * and an fsync made meanwhile waits for it, so whichever side ran first would pay for the other's load.
+ */
 async function measure(n: number, dataRoot: string, loadMs: number, create: (name: string) => Promise<unknown>): Promise<SideResult> {
   const loaded = await diskBytes(dataRoot);
+  await runOk('sync', []);
   const times: number[] = [];
   for (let i = 0; i < n; i++) times.push(await timeMs(() => create(`bench-create-${i}`)));
   return { times, loaded, after: await diskBytes(dataRoot), loadMs };
