@@ -19,7 +19,7 @@ import { shrink } from './differential/shrink.js';
  * EXDEV. A failure is shrunk to the shortest operation list that still fails and printed with its seed
  * (UNION_DIFF_SEED=<seed> runs that one sequence).
  */
-const SEQUENCES = Number(process.env.UNION_DIFF_SEQUENCES ?? 1000);
+const SEQUENCES = Number(process.env.UNION_DIFF_SEQUENCES ?? 2000);
 const JOBS = Number(process.env.UNION_DIFF_JOBS ?? 2);
 const OPS = 30;
 const BASE_SEED = Number(process.env.UNION_DIFF_FIRST_SEED ?? 0x5eed);
