@@ -3,6 +3,7 @@ import type { Stores } from '../stores.js';
 import type { Digest } from '../util/digest.js';
 import { digestHex } from '../util/digest.js';
 import { decompress } from '../archive/compression.js';
+import { isStrataError } from '../errors.js';
 import { chainID } from '../layer/chain-id.js';
 import { readImageArchive } from './archive-reader.js';
 import { imageTops } from './image-layers.js';
@@ -33,9 +34,15 @@ export async function loadImages(s: Stores, source: Readable | { dir: string }):
           s.events.emit('progress', { id: digestHex(diffID).slice(0, 12), status: 'Already exists' });
         } else {
           s.events.emit('progress', { id: digestHex(diffID).slice(0, 12), status: 'Loading layer' });
-          const { stream } = await decompress(s.content.reader(blob.digest));
-          await s.layers.register(stream, parent, diffID);
-          added.push(chain);
+          try {
+            const { stream } = await decompress(s.content.reader(blob.digest));
+            await s.layers.register(stream, parent, diffID);
+            added.push(chain);
+          } catch (e) {
+            // Another process loading the same archive found the blob first, registered the layer and dropped
+            // the blob before this one could read it: the layer is there, which is all this load needed.
+            if (!isStrataError(e, 'ErrNotFound') || !(await s.layers.has(chain))) throw e;
+          }
         }
         parent = chain;
       }
