@@ -21,7 +21,7 @@ import { OVERLAY_OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_META_PREFIX, WHITE
  */
 export function exportChanges(root: string, changes: Change[]): Readable {
   const sorted = [...changes].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  function* entries(): Generator<TarWriteEntry> {
+  function* entries(): Generator<HostEntry> {
     const links = new Map<string, string>();
     const parents = new SafeParents(root);
     for (const change of sorted) {
@@ -40,12 +40,12 @@ export function exportChanges(root: string, changes: Change[]): Readable {
       if (e) yield e;
     }
   }
-  return writeTar(entries());
+  return writeTar(withBodies(entries()));
 }
 
 /** A whole tree as a tar (for `export`, and to build a base layer); the root itself has no entry. */
 export function exportTree(root: string): Readable {
-  return writeTar(treeEntries(root, 'tree'));
+  return writeTar(withBodies(treeEntries(root, 'tree')));
 }
 
 /**
@@ -53,7 +53,7 @@ export function exportTree(root: string): Readable {
  * directory getting a `.wh..wh..opq` entry right after its own (the xattr itself is not exported).
  */
 export function exportOverlayUpper(upperDir: string): Readable {
-  return writeTar(treeEntries(upperDir, 'overlay'));
+  return writeTar(withBodies(treeEntries(upperDir, 'overlay')));
 }
 
 /**
@@ -61,14 +61,14 @@ export function exportOverlayUpper(upperDir: string): Readable {
  * so it is tarred as it is, without AUFS's own `.wh..wh.*` metadata (as Docker's aufs Diff).
  */
 export function exportAufsLayer(layerDir: string): Readable {
-  return writeTar(treeEntries(layerDir, 'aufs'));
+  return writeTar(withBodies(treeEntries(layerDir, 'aufs')));
 }
 
 /** Every entry below root, sorted; `overlay` turns the overlay whiteout forms into tar whiteouts, `aufs` drops union metadata. */
-function* treeEntries(root: string, form: 'tree' | 'overlay' | 'aufs'): Generator<TarWriteEntry> {
+function* treeEntries(root: string, form: 'tree' | 'overlay' | 'aufs'): Generator<HostEntry> {
   const overlay = form === 'overlay';
   const links = new Map<string, string>();
-  function* walk(rel: string, dir: string): Generator<TarWriteEntry> {
+  function* walk(rel: string, dir: string): Generator<HostEntry> {
     for (const name of readdirSync(dir).sort()) {
       if (form === 'aufs' && name.startsWith(WHITEOUT_META_PREFIX) && name !== WHITEOUT_OPAQUE) continue;
       const r = prefixed(rel, name);
@@ -174,12 +174,13 @@ function addXattrs(h: TarHeader, xattrs: Array<[string, Buffer]>): void {
 }
 
 /** The entry for one host path. */
-function entryFor(rel: string, host: string, st: BigIntStats, links: Map<string, string>): TarWriteEntry | null {
+function entryFor(rel: string, host: string, st: BigIntStats, links: Map<string, string>): HostEntry | null {
   const h = headerFor(rel, st, links);
   if (h === null) return null;
   addXattrs(h, hostXattrs(host));
   if (h.type === 'symlink') h.linkname = readlinkSync(host);
-  return h.type === 'file' && h.size > 0 ? { header: h, body: fileBody(host, h.size) } : { header: h };
+  if (h.type !== 'file' || h.size === 0) return { header: h };
+  return h.size <= PREFETCH_MAX ? { header: h, host } : { header: h, body: fileBody(host, h.size) };
 }
 
 /** The calls of node:fs/promises a tree walk needs, on absolute paths (a UnionFs has them). */
@@ -241,6 +242,57 @@ async function* fsFileBody(fs: TreeFs, path: string, size: number): AsyncGenerat
     }
   } finally {
     await h.close();
+  }
+}
+
+/** An entry of a tree on the host; `host` names a small file whose body withBodies reads. */
+type HostEntry = TarWriteEntry & { host?: string };
+
+/** Files up to this size are read whole, in batches on a worker thread; bigger ones stream in chunks. */
+const PREFETCH_MAX = 1 << 20;
+const PREFETCH_FILES = 64;
+const PREFETCH_BYTES = 4 << 20;
+
+/**
+ * The entries with the bodies of their small files read in batches by native.readFiles on a worker thread, one
+ * batch ahead of the tar writer: the walk (lstat, xattrs) and the tar encoding go on while files are read.
+ */
+async function* withBodies(entries: Iterator<HostEntry>): AsyncGenerator<TarWriteEntry> {
+  const take = () => {
+    const batch: HostEntry[] = [];
+    const paths: string[] = [];
+    const bodies: Buffer[] = [];
+    let bytes = 0;
+    while (paths.length < PREFETCH_FILES && bytes < PREFETCH_BYTES) {
+      const r = entries.next();
+      if (r.done) break;
+      const e = r.value;
+      batch.push(e);
+      if (e.host === undefined) continue;
+      e.body = Buffer.allocUnsafe(e.header.size);
+      paths.push(e.host);
+      bodies.push(e.body);
+      bytes += e.header.size;
+    }
+    const read = paths.length === 0 ? null : native.readFiles(paths, bodies).catch((e: Error & { index?: number }) => e);
+    return { batch, paths, read };
+  };
+  try {
+    let next = take();
+    while (next.batch.length > 0) {
+      const { batch, paths, read } = next;
+      next = take();
+      const failure = await read;
+      if (failure) {
+        const path = paths[failure.index ?? 0] ?? '';
+        if (isErrno(failure, 'ENOENT') || isErrno(failure, 'ELOOP')) throw conflict(`${path} changed while its layer was being exported`, failure);
+        if (isErrno(failure, 'ENODATA')) throw conflict(`${path} shrank while its layer was being exported`, failure);
+        throw failure;
+      }
+      for (const { host: _host, ...e } of batch) yield e;
+    }
+  } finally {
+    entries.return?.();
   }
 }
 

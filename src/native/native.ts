@@ -27,6 +27,11 @@ export interface Native {
    * `index` names the file that failed; files after it are untouched. Bodies must not change until it settles.
    */
   writeFiles(paths: string[], bodies: Buffer[], meta: Float64Array): Promise<void>;
+  /**
+   * Fill each body with the first body.length bytes of its file, on a worker thread, never following a symlink.
+   * A file shorter than its body fails with ENODATA; rejects like writeFiles (`index` names the file).
+   */
+  readFiles(paths: string[], bodies: Buffer[]): Promise<void>;
 }
 
 export const WRITE_META_FIELDS = 7;

@@ -1,7 +1,8 @@
 // Syscalls Node does not expose: device nodes (overlay whiteouts are char 0/0), l*xattr (never
 // follow a symlink), nanosecond utimensat without following, mount/umount with relative lowerdirs,
 // statfs magic, flock, chroot. Every function is synchronous and throws an Error carrying errno's code,
-// except writeFiles, which creates a batch of small files on a libuv worker thread and returns a promise.
+// except writeFiles and readFiles, which handle a batch of small files on a libuv worker thread and return a
+// promise.
 #define _GNU_SOURCE
 #include <node_api.h>
 #include <errno.h>
@@ -280,27 +281,31 @@ static napi_value js_flock(napi_env env, napi_callback_info info) {
   return r;
 }
 
-// --- writeFiles: a batch of new regular files, each created, filled and given its metadata on a worker
-// thread. Tar layers are mostly small files; one threadpool hop per batch instead of six syscalls on the
-// main thread per file lets file creation overlap decompression and tar parsing.
+// --- writeFiles / readFiles: a batch of small files handled on a libuv worker thread, one threadpool hop
+// per batch instead of several syscalls on the main thread per file. Layer tars are mostly small files:
+// creating (or reading) them off the main thread overlaps it with decompression and tar work.
 
-#define META_FIELDS 7 // mode, uid, gid, atime sec, atime nsec, mtime sec, mtime nsec
+#define META_FIELDS 7 // writeFiles: mode, uid, gid, atime sec, atime nsec, mtime sec, mtime nsec
 
-typedef struct {
+typedef struct file_batch file_batch;
+typedef int (*file_op)(file_batch *b, size_t i);
+
+struct file_batch {
   napi_async_work work;
   napi_deferred deferred;
-  napi_ref keep; // the bodies array: keeps every Buffer alive while the worker reads it
+  napi_ref keep; // the bodies array: keeps every Buffer alive while the worker uses it
+  file_op op;
   size_t n, done;
   char **paths;
-  const uint8_t **data;
+  uint8_t **data;
   size_t *len;
-  double *meta;
+  double *meta; // writeFiles only
   int err;
   const char *syscall;
-} write_batch;
+};
 
 // open O_EXCL; something other than a directory in the way is replaced, a directory is left to the caller.
-static int write_one(write_batch *b, size_t i) {
+static int write_one(file_batch *b, size_t i) {
   const char *path = b->paths[i];
   const double *m = b->meta + i * META_FIELDS;
   const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
@@ -328,18 +333,39 @@ static int write_one(write_batch *b, size_t i) {
   return e;
 }
 
-static void write_execute(napi_env env, void *data) {
+// Exactly the body's length from the start of the file, never through a symlink; a file that ends before
+// that answers ENODATA (it shrank since it was measured).
+static int read_one(file_batch *b, size_t i) {
+  int fd = open(b->paths[i], O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) { b->syscall = "open"; return errno; }
+  int e = 0;
+  for (size_t off = 0; off < b->len[i];) {
+    ssize_t r = read(fd, b->data[i] + off, b->len[i] - off);
+    if (r < 0) { if (errno == EINTR) continue; e = errno; b->syscall = "read"; break; }
+    if (r == 0) { e = ENODATA; b->syscall = "read"; break; }
+    off += (size_t)r;
+  }
+  close(fd);
+  return e;
+}
+
+static void batch_execute(napi_env env, void *data) {
   (void)env;
-  write_batch *b = data;
+  file_batch *b = data;
   for (b->done = 0; b->done < b->n; b->done++) {
-    b->err = write_one(b, b->done);
+    b->err = b->op(b, b->done);
     if (b->err) return;
   }
 }
 
-static void write_complete(napi_env env, napi_status status, void *data) {
-  write_batch *b = data;
-  if (status != napi_ok && !b->err) { b->err = EIO; b->syscall = "writeFiles"; }
+static void batch_free(file_batch *b) {
+  for (size_t i = 0; i < b->n; i++) free(b->paths[i]);
+  free(b->paths); free(b->data); free(b->len); free(b->meta); free(b);
+}
+
+static void batch_complete(napi_env env, napi_status status, void *data) {
+  file_batch *b = data;
+  if (status != napi_ok && !b->err) { b->err = EIO; b->syscall = "fileBatch"; }
   if (b->err) {
     napi_value err = errno_error(env, b->err, b->syscall, b->paths[b->done]), idx;
     napi_create_double(env, (double)b->done, &idx);
@@ -350,49 +376,67 @@ static void write_complete(napi_env env, napi_status status, void *data) {
   }
   napi_delete_reference(env, b->keep);
   napi_delete_async_work(env, b->work);
-  for (size_t i = 0; i < b->n; i++) free(b->paths[i]);
-  free(b->paths); free(b->data); free(b->len); free(b->meta); free(b);
+  batch_free(b);
 }
 
-// writeFiles(paths: string[], bodies: Buffer[], meta: Float64Array) -> Promise<void>; a failure rejects
-// with an errno Error whose `index` is the file that failed (the files after it were not touched).
-static napi_value js_write_files(napi_env env, napi_callback_info info) {
-  size_t argc = 3; napi_value a[3];
-  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
-  uint32_t n = 0;
-  if (argc < 3 || napi_get_array_length(env, a[0], &n) != napi_ok) { napi_throw_type_error(env, NULL, "writeFiles(paths, bodies, meta)"); return NULL; }
-  napi_typedarray_type tt; size_t mlen; void *mdata;
-  if (napi_get_typedarray_info(env, a[2], &tt, &mlen, &mdata, NULL, NULL) != napi_ok || tt != napi_float64_array || mlen != (size_t)n * META_FIELDS) {
-    napi_throw_type_error(env, NULL, "writeFiles: meta must be a Float64Array of 7 numbers per file");
+// The batch of (paths[i], bodies[i]) queued on the threadpool; a failure rejects with an errno Error whose
+// `index` is the file that failed (the files after it were not touched).
+static napi_value queue_batch(napi_env env, const char *what, napi_value paths, napi_value bodies, file_op op, const double *meta) {
+  uint32_t n = 0, nb = 0;
+  if (napi_get_array_length(env, paths, &n) != napi_ok || napi_get_array_length(env, bodies, &nb) != napi_ok || n != nb) {
+    napi_throw_type_error(env, NULL, "paths and bodies must be arrays of one length");
     return NULL;
   }
-  write_batch *b = calloc(1, sizeof *b);
-  b->n = n;
+  file_batch *b = calloc(1, sizeof *b);
+  b->op = op;
   b->paths = calloc(n ? n : 1, sizeof *b->paths);
   b->data = calloc(n ? n : 1, sizeof *b->data);
   b->len = calloc(n ? n : 1, sizeof *b->len);
-  b->meta = malloc((n ? n : 1) * META_FIELDS * sizeof(double));
-  memcpy(b->meta, mdata, (size_t)n * META_FIELDS * sizeof(double));
-  for (uint32_t i = 0; i < n; i++) {
+  if (meta) {
+    b->meta = malloc((n ? n : 1) * META_FIELDS * sizeof(double));
+    memcpy(b->meta, meta, (size_t)n * META_FIELDS * sizeof(double));
+  }
+  for (uint32_t i = 0; i < n; i++, b->n++) {
     napi_value p, body; void *d = NULL; size_t l = 0;
-    napi_get_element(env, a[0], i, &p);
-    napi_get_element(env, a[1], i, &body);
+    napi_get_element(env, paths, i, &p);
+    napi_get_element(env, bodies, i, &body);
     b->paths[i] = get_str(env, p);
     if (!b->paths[i] || napi_get_buffer_info(env, body, &d, &l) != napi_ok) {
-      for (uint32_t j = 0; j <= i; j++) free(b->paths[j]);
-      free(b->paths); free(b->data); free(b->len); free(b->meta); free(b);
-      napi_throw_type_error(env, NULL, "writeFiles: paths must be strings and bodies Buffers");
+      b->n += b->paths[i] != NULL;
+      batch_free(b);
+      napi_throw_type_error(env, NULL, "paths must be strings and bodies Buffers");
       return NULL;
     }
     b->data[i] = d; b->len[i] = l;
   }
   napi_value promise, name;
-  CHECK(napi_create_reference(env, a[1], 1, &b->keep));
+  CHECK(napi_create_reference(env, bodies, 1, &b->keep));
   CHECK(napi_create_promise(env, &b->deferred, &promise));
-  napi_create_string_utf8(env, "strata.writeFiles", NAPI_AUTO_LENGTH, &name);
-  CHECK(napi_create_async_work(env, NULL, name, write_execute, write_complete, b, &b->work));
+  napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &name);
+  CHECK(napi_create_async_work(env, NULL, name, batch_execute, batch_complete, b, &b->work));
   CHECK(napi_queue_async_work(env, b->work));
   return promise;
+}
+
+// writeFiles(paths: string[], bodies: Buffer[], meta: Float64Array) -> Promise<void>
+static napi_value js_write_files(napi_env env, napi_callback_info info) {
+  size_t argc = 3; napi_value a[3];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  napi_typedarray_type tt; size_t mlen = 0; void *mdata = NULL; uint32_t n = 0;
+  if (argc < 3 || napi_get_array_length(env, a[0], &n) != napi_ok || napi_get_typedarray_info(env, a[2], &tt, &mlen, &mdata, NULL, NULL) != napi_ok ||
+      tt != napi_float64_array || mlen != (size_t)n * META_FIELDS) {
+    napi_throw_type_error(env, NULL, "writeFiles(paths, bodies, meta): meta must be a Float64Array of 7 numbers per file");
+    return NULL;
+  }
+  return queue_batch(env, "strata.writeFiles", a[0], a[1], write_one, mdata);
+}
+
+// readFiles(paths: string[], bodies: Buffer[]) -> Promise<void>: fills each body from the start of its file
+static napi_value js_read_files(napi_env env, napi_callback_info info) {
+  size_t argc = 2; napi_value a[2];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  if (argc < 2) { napi_throw_type_error(env, NULL, "readFiles(paths, bodies)"); return NULL; }
+  return queue_batch(env, "strata.readFiles", a[0], a[1], read_one, NULL);
 }
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -409,6 +453,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"chroot", NULL, js_chroot, NULL, NULL, NULL, napi_default, NULL},
     {"flock", NULL, js_flock, NULL, NULL, NULL, napi_default, NULL},
     {"writeFiles", NULL, js_write_files, NULL, NULL, NULL, napi_default, NULL},
+    {"readFiles", NULL, js_read_files, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
   return exports;

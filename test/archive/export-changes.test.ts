@@ -42,6 +42,21 @@ describe('export', () => {
     rmSync(tmp, { recursive: true, force: true });
   });
 
+  it('small bodies are read in batches on a worker thread (native readFiles): exact bytes; a file that shrank, vanished or became a link fails by index', async () => {
+    const dir = join(tmp, 'batched-read');
+    mkdirSync(dir);
+    const files = Array.from({ length: 150 }, (_, i) => ({ path: join(dir, `f${i}`), data: Buffer.from(`body ${i} `.repeat(i + 1)) }));
+    for (const f of files) writeFileSync(f.path, f.data);
+    const bodies = files.map((f) => Buffer.alloc(f.data.length));
+    await native.readFiles(files.map((f) => f.path), bodies);
+    files.forEach((f, i) => assert.ok(bodies[i]!.equals(f.data), f.path));
+    // Each failure names the file by index; the ones before it were read.
+    symlinkSync(files[0]!.path, join(dir, 'link'));
+    for (const [path, code] of [[files[2]!.path, 'ENODATA'], [join(dir, 'missing'), 'ENOENT'], [join(dir, 'link'), 'ELOOP']] as const) {
+      await assert.rejects(native.readFiles([files[1]!.path, path], [Buffer.alloc(files[1]!.data.length), Buffer.alloc(files[2]!.data.length + 1)]), (e: Error & { code?: string; index?: number }) => e.code === code && e.index === 1);
+    }
+  });
+
   it('exportTree is read back by GNU tar as the same tree, and is deterministic', async (t) => {
     if (!requireCap(t, 'root', isRoot)) return;
     const src = join(tmp, 'tree-src');
