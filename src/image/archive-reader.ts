@@ -49,13 +49,43 @@ const ANNOTATION_IMAGE_NAME = 'io.containerd.image.name';
 const TAG_ONLY = /^[\w][\w.-]{0,127}$/;
 const BLOB_PATH = /^blobs\/sha256\/([a-f0-9]{64})$/;
 
+/**
+ * A file of the archive in the content store, with its first bytes (enough to tell a layer's compression):
+ * another process loading the same archive may drop the blob once its own load is done, so what the
+ * resolver needs of a blob is taken while it streams in, never read back.
+ */
+interface ArchiveBlob extends BlobInfo {
+  head: Buffer;
+}
+
+const HEAD_BYTES = 16;
+
+/** `body` passed through, its first HEAD_BYTES kept (and all of it when `whole`). */
+function tapped(body: AsyncIterable<Buffer>, whole: boolean): { body: AsyncGenerator<Buffer>; head(): Buffer; bytes(): Buffer } {
+  const parts: Buffer[] = [];
+  let have = 0;
+  return {
+    body: (async function* () {
+      for await (const c of body) {
+        if (whole || have < HEAD_BYTES) {
+          parts.push(Buffer.from(c));
+          have += c.length;
+        }
+        yield c;
+      }
+    })(),
+    head: () => Buffer.concat(parts).subarray(0, HEAD_BYTES),
+    bytes: () => Buffer.concat(parts),
+  };
+}
+
 /** The files of an archive, whichever form it came in. */
 interface ArchiveFiles {
   has(path: string): boolean | Promise<boolean>;
   /** A metadata file or small blob, whole; ErrLimit past `max`. */
   small(path: string, max: number): Promise<Buffer>;
   /** A file's blob in the content store (verified against its name when the path is `blobs/sha256/<hex>`). */
-  blob(path: string): Promise<BlobInfo>;
+  blob(path: string): Promise<ArchiveBlob>;
 }
 
 const missing = (path: string) => corrupt(`invalid image archive: ${path} is missing`);
@@ -91,8 +121,11 @@ async function readBounded(body: AsyncIterable<Buffer>, size: number, path: stri
  * file must have that digest), small metadata files stay in memory, links are resolved afterwards.
  */
 class TarArchive implements ArchiveFiles {
-  private readonly files = new Map<string, BlobInfo>();
+  private readonly files = new Map<string, ArchiveBlob>();
   private readonly metadata = new Map<string, Buffer>();
+  /** Small blobs (manifests, configs) kept whole as they stream in: small() never reads the store back. */
+  private readonly kept = new Map<string, Buffer>();
+  private keptBytes = 0;
   private readonly links = new Map<string, string>();
 
   constructor(
@@ -132,12 +165,18 @@ class TarArchive implements ArchiveFiles {
     }
   }
 
-  private async ingest(ref: string, path: string, entry: TarEntry): Promise<BlobInfo> {
+  private async ingest(ref: string, path: string, entry: TarEntry): Promise<ArchiveBlob> {
     const digest = expectedDigest(path);
+    const keep = entry.header.size <= MAX_METADATA_FILE && this.keptBytes + entry.header.size <= MAX_METADATA_TOTAL;
+    const tap = tapped(entry.body(), keep);
     try {
-      const r = await this.content.ingest(ref, entry.body(), { size: entry.header.size, ...(digest ? { digest } : {}) });
+      const r = await this.content.ingest(ref, tap.body, { size: entry.header.size, ...(digest ? { digest } : {}) });
       if (r.created) this.created.push(r.digest);
-      return { digest: r.digest, size: r.size };
+      if (keep) {
+        this.kept.set(path, tap.bytes());
+        this.keptBytes += r.size;
+      }
+      return { digest: r.digest, size: r.size, head: tap.head() };
     } catch (e) {
       await this.content.abortIngest(ref).catch(() => undefined);
       if (isStrataError(e, 'ErrDigestMismatch')) {
@@ -169,10 +208,15 @@ class TarArchive implements ArchiveFiles {
       if (m.length > max) throw limit(`invalid image archive: ${path} is ${m.length} bytes, more than the ${max} allowed`);
       return m;
     }
+    const k = this.kept.get(p);
+    if (k !== undefined) {
+      if (k.length > max) throw limit(`invalid image archive: ${path} is ${k.length} bytes, more than the ${max} allowed`);
+      return k;
+    }
     return this.content.readBytes((await this.blob(p)).digest, max);
   }
 
-  async blob(path: string): Promise<BlobInfo> {
+  async blob(path: string): Promise<ArchiveBlob> {
     const f = this.files.get(this.resolve(path));
     if (f === undefined) throw missing(path);
     return f;
@@ -182,7 +226,7 @@ class TarArchive implements ArchiveFiles {
 /** An OCI image-layout directory: files are opened without following a final symlink, blobs ingested when used. */
 class DirArchive implements ArchiveFiles {
   private readonly refBase = `layout-${randomUUID()}`;
-  private readonly ingested = new Map<string, BlobInfo>();
+  private readonly ingested = new Map<string, ArchiveBlob>();
 
   constructor(
     private readonly dir: string,
@@ -220,16 +264,17 @@ class DirArchive implements ArchiveFiles {
     }
   }
 
-  async blob(path: string): Promise<BlobInfo> {
+  async blob(path: string): Promise<ArchiveBlob> {
     const known = this.ingested.get(path);
     if (known) return known;
     const digest = expectedDigest(cleanPath(path));
     const fh = await this.openFile(path);
     const ref = `${this.refBase}/${path}`;
     try {
-      const r = await this.content.ingest(ref, fh.createReadStream({ highWaterMark: 1 << 20 }), digest ? { digest } : {});
+      const tap = tapped(fh.createReadStream({ highWaterMark: 1 << 20 }), false);
+      const r = await this.content.ingest(ref, tap.body, digest ? { digest } : {});
       if (r.created) this.created.push(r.digest);
-      const info = { digest: r.digest, size: r.size };
+      const info = { digest: r.digest, size: r.size, head: tap.head() };
       this.ingested.set(path, info);
       return info;
     } catch (e) {
@@ -280,10 +325,7 @@ function repoTag(s: string): string {
 
 /** Resolves an archive's metadata into images, reading blobs through `files`. */
 class Resolver {
-  constructor(
-    private readonly files: ArchiveFiles,
-    private readonly content: ContentStore,
-  ) {}
+  constructor(private readonly files: ArchiveFiles) {}
 
   async resolve(): Promise<ArchiveImage[]> {
     if (await this.files.has('manifest.json')) return this.docker();
@@ -303,7 +345,7 @@ class Resolver {
       const match = oci.find((img) => img.config.digest === config.digest && img.layers.every((l, i) => l.digest === layers[i]?.digest && l.size === layers[i]?.size));
       images.push({
         config,
-        layers: match?.layers.length === layers.length ? match.layers : await Promise.all(layers.map(async (l) => ({ ...l, mediaType: await this.sniff(l.digest) }))),
+        layers: match?.layers.length === layers.length ? match.layers : layers.map((l) => ({ digest: l.digest, size: l.size, mediaType: layerMediaType('docker', detectCompression(l.head)) })),
         repoTags: e.RepoTags.map(repoTag),
         refNames: [],
         ...(match?.manifest ? { manifest: match.manifest } : {}),
@@ -315,17 +357,6 @@ class Resolver {
   private async config(path: string): Promise<RawDocument<ImageConfig>> {
     const raw = await this.files.small(path, MAX_CONFIG_SIZE);
     return { raw, digest: sha256(raw), parsed: parseImageConfig(raw) };
-  }
-
-  /** A layer without a declared type: its compression from its first bytes. */
-  private async sniff(digest: Digest): Promise<string> {
-    const r = this.content.reader(digest);
-    try {
-      for await (const chunk of r) return layerMediaType('docker', detectCompression(chunk as Buffer));
-      return layerMediaType('docker', 'none');
-    } finally {
-      r.destroy();
-    }
   }
 
   private async oci(): Promise<ArchiveImage[]> {
@@ -420,7 +451,7 @@ export async function readImageArchive(source: Readable | { dir: string }, conte
       await tar.read(source as Readable);
       files = tar;
     }
-    const images = await new Resolver(files, content).resolve();
+    const images = await new Resolver(files).resolve();
     return { images, blobsIngested: [...new Set(created)] };
   } catch (e) {
     for (const d of created) await content.delete(d).catch(() => undefined);
