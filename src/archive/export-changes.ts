@@ -236,7 +236,7 @@ async function* fsFileBody(fs: TreeFs, path: string, size: number): AsyncGenerat
     for (let left = size; left > 0; ) {
       const buf = Buffer.allocUnsafe(Math.min(CHUNK, left));
       const { bytesRead } = await h.read(buf, 0, buf.length, null);
-      if (bytesRead === 0) throw conflict(`${path} shrank while its layer was being exported`);
+      if (bytesRead === 0) throw shrank(path);
       left -= bytesRead;
       yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
     }
@@ -285,11 +285,9 @@ async function* withBodies(entries: Iterator<HostEntry>): AsyncGenerator<TarWrit
       const failure = await read;
       if (failure) {
         const path = paths[failure.index ?? 0] ?? '';
-        if (isErrno(failure, 'ENOENT') || isErrno(failure, 'ELOOP')) throw conflict(`${path} changed while its layer was being exported`, failure);
-        if (isErrno(failure, 'ENODATA')) throw conflict(`${path} shrank while its layer was being exported`, failure);
-        throw failure;
+        throw isErrno(failure, 'ENODATA') ? shrank(path, failure) : readFailure(path, failure);
       }
-      for (const { host: _host, ...e } of batch) yield e;
+      yield* batch;
     }
   } finally {
     entries.return?.();
@@ -302,18 +300,24 @@ function* fileBody(path: string, size: number): Generator<Buffer> {
   try {
     fd = openSync(path, C.O_RDONLY | C.O_NOFOLLOW);
   } catch (e) {
-    if (isErrno(e, 'ENOENT') || isErrno(e, 'ELOOP')) throw conflict(`${path} changed while its layer was being exported`, e);
-    throw e;
+    throw readFailure(path, e);
   }
   try {
     for (let left = size; left > 0; ) {
       const buf = Buffer.allocUnsafe(Math.min(CHUNK, left));
       const n = readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) throw conflict(`${path} shrank while its layer was being exported`);
+      if (n === 0) throw shrank(path);
       left -= n;
       yield n === buf.length ? buf : buf.subarray(0, n);
     }
   } finally {
     closeSync(fd);
   }
+}
+
+const shrank = (path: string, cause?: unknown) => conflict(`${path} shrank while its layer was being exported`, cause);
+
+/** A file measured by the walk that is gone, or a link now, when its body is read: a change under the export. */
+function readFailure(path: string, e: unknown): unknown {
+  return isErrno(e, 'ENOENT') || isErrno(e, 'ELOOP') ? conflict(`${path} changed while its layer was being exported`, e) : e;
 }
