@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { attempt } from './attempt.js';
 import { BENCH_TAG, type BenchContext } from './context.js';
 import type { WorkloadResult } from './report.js';
+import { settle } from './settle.js';
 import { median, timeMs } from './stats.js';
 
 const DIRS = 10;
@@ -40,7 +41,7 @@ function changeScript(files: number, deleted: readonly string[]): string {
  * W4 commit: a container that added `files` small files and deleted two directories becomes an image.
  * strata: create, mount, write with node fs, unmount, then only engine.commit() is timed. docker: the
  * change is made by `docker run --network none`, then only POST /commit is timed. A fresh container
- * per repetition, so every commit makes a new layer.
+ * per repetition, so every commit makes a new layer; each timed commit starts settled (settle.ts).
  */
 export async function commitWorkload(ctx: BenchContext): Promise<WorkloadResult> {
   const files = ctx.opts.files;
@@ -59,6 +60,7 @@ export async function commitWorkload(ctx: BenchContext): Promise<WorkloadResult>
       } finally {
         await engine.unmount(c.ID);
       }
+      await settle();
       times.push(await timeMs(() => engine.commit(c.ID, { reference: `strata-bench/commit:${rep}` })));
     }
     return times;
@@ -72,6 +74,7 @@ export async function commitWorkload(ctx: BenchContext): Promise<WorkloadResult>
       const r = await dockerd.docker(['run', '--network', 'none', '--name', name, BENCH_TAG, 'sh', '-c', changeScript(files, deleted)]);
       if (r.code !== 0) throw new Error(`docker run failed: ${r.stderr.trim()}`);
       const q = new URLSearchParams({ container: name, repo: 'strata-bench/commit', tag: String(rep) });
+      await settle();
       times.push(await timeMs(() => api.call('POST', `/commit?${q}`, {})));
     }
     return times;

@@ -1,7 +1,7 @@
-import { runOk } from '../test/fixtures/run.js';
 import { attempt } from './attempt.js';
 import { BENCH_TAG, diskBytes, type BenchContext } from './context.js';
 import type { Row, WorkloadResult } from './report.js';
+import { settle } from './settle.js';
 import { percentile, timeMs } from './stats.js';
 
 interface SideResult {
@@ -13,12 +13,11 @@ interface SideResult {
 
 /**
  * `n` creations one after another, each timed, with `du -sx` of the data-root before and after. Both sides
- * start after a `sync`: the image just loaded (or the workload before) leaves hundreds of MiB to write back,
- * and an fsync made meanwhile waits for it, so whichever side ran first would pay for the other's load.
+ * start settled (see settle.ts): otherwise whichever side ran first would pay for the load or cleanup before.
  */
 async function measure(n: number, dataRoot: string, loadMs: number, create: (name: string) => Promise<unknown>): Promise<SideResult> {
   const loaded = await diskBytes(dataRoot);
-  await runOk('sync', []);
+  await settle();
   const times: number[] = [];
   for (let i = 0; i < n; i++) times.push(await timeMs(() => create(`bench-create-${i}`)));
   return { times, loaded, after: await diskBytes(dataRoot), loadMs };

@@ -9,6 +9,7 @@ import { runOk } from '../test/fixtures/run.js';
 import { attempt, oneLine } from './attempt.js';
 import type { BenchContext } from './context.js';
 import type { WorkloadResult } from './report.js';
+import { settle } from './settle.js';
 import { median, timeMs } from './stats.js';
 
 const CHUNK = 1 << 20;
@@ -30,7 +31,7 @@ async function readThrough(file: string): Promise<void> {
 
 /**
  * W6 extract: the image's biggest gzip'd layer blob into an empty directory, strata vs GNU tar,
- * alternating which goes first. Each run starts from a fresh directory after `sync`, with the blob in
+ * alternating which goes first. Each run starts from a fresh directory on a settled machine (settle.ts), with the blob in
  * the page cache. One untimed run of each first, whose trees must be identical.
  */
 export async function extractWorkload(ctx: BenchContext): Promise<WorkloadResult> {
@@ -69,7 +70,8 @@ export async function extractWorkload(ctx: BenchContext): Promise<WorkloadResult
       if (who === 'strata' && !strataWorks) continue;
       const dir = dirOf(who);
       await mkdir(dir);
-      await runOk('sync', []);
+      await settle();
+      await readThrough(blob);
       const t = await attempt(`${who} run ${rep + 1}`, errors, () => timeMs(() => contenders[who](blob, dir)));
       if (t !== null) times[who].push(t);
       await rm(dir, { recursive: true });

@@ -10,7 +10,8 @@ import { writeTar, type TarWriteEntry } from './tar/tar-writer.js';
 import { OVERLAY_OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteout.js';
 
 /*
- * Layer tars from trees on disk, deterministic: entries sorted by name, mtimes as on disk with nanoseconds,
+ * Layer tars from trees on disk, deterministic: entries sorted by name, mtimes as on disk truncated to the second
+ * (as Docker's archive writes them: an entry then needs no PAX header for its time, ~1 KiB less per file),
  * numeric owners with empty uname/gname, no atime/ctime, xattrs in name order, a non-directory inode seen
  * twice becomes a hardlink to its first name. File bodies stream from disk in 1 MiB chunks.
  */
@@ -97,11 +98,7 @@ const NS = 1_000_000_000n;
 
 function header(name: string, type: EntryType, mode: number, uid: number, gid: number, mtimeNs: bigint): TarHeader {
   let sec = mtimeNs / NS;
-  let nsec = mtimeNs % NS;
-  if (nsec < 0n) {
-    sec -= 1n;
-    nsec += NS;
-  }
+  if (mtimeNs % NS < 0n) sec -= 1n;
   return {
     name,
     type,
@@ -111,7 +108,7 @@ function header(name: string, type: EntryType, mode: number, uid: number, gid: n
     uname: '',
     gname: '',
     size: 0,
-    mtime: { sec: Number(sec), nsec: Number(nsec) },
+    mtime: { sec: Number(sec), nsec: 0 },
     linkname: '',
     devmajor: 0,
     devminor: 0,

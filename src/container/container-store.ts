@@ -130,7 +130,9 @@ export class ContainerStore {
   }
 
   async save(rec: ContainerRecord): Promise<void> {
-    await writeFileAtomic(this.configPath(rec.ID), JSON.stringify(rec), 0o600);
+    // As Docker: the file is synced before the rename, the directory is not. A crash may lose the last save
+    // (a container just created is then not there, as `list` already tolerates), never tear it.
+    await writeFileAtomic(this.configPath(rec.ID), JSON.stringify(rec), 0o600, { syncDir: false });
   }
 
   async remove(id: string): Promise<void> {

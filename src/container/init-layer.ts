@@ -9,12 +9,15 @@ const SYMLINKS: Array<[string, string]> = [['/etc/mtab', '/proc/mounts']];
 /**
  * Make `rel` (absolute inside root) a directory chain of real directories. A component the image made a
  * symlink or a file is replaced (in the init layer only: the image stays as it is), so an image can never
- * redirect these writes outside the container root.
+ * redirect these writes outside the container root. `made` holds the chains already ensured by this setup
+ * (/etc serves four placeholders), as a create pays for every lstat.
  */
-function ensureDirs(root: string, rel: string): void {
+function ensureDirs(root: string, rel: string, made: Set<string>): void {
   let cur = root;
   for (const part of rel.split('/').filter(Boolean)) {
     cur = join(cur, part);
+    if (made.has(cur)) continue;
+    made.add(cur);
     const st = lstatSync(cur, { throwIfNoEntry: false });
     if (st?.isDirectory()) continue;
     if (st) unlinkSync(cur);
@@ -35,10 +38,11 @@ function clearLeaf(path: string): boolean {
 }
 
 export async function setupInitLayer(root: string, uid = 0, gid = 0): Promise<void> {
-  for (const d of DIRS) ensureDirs(root, d);
+  const made = new Set<string>();
+  for (const d of DIRS) ensureDirs(root, d, made);
   for (const f of FILES) {
     const parent = f.slice(0, f.lastIndexOf('/'));
-    ensureDirs(root, parent);
+    ensureDirs(root, parent, made);
     const path = join(root, f);
     if (!clearLeaf(path)) continue;
     const fd = openSync(path, 'wx', 0o755);
@@ -50,7 +54,7 @@ export async function setupInitLayer(root: string, uid = 0, gid = 0): Promise<vo
   }
   for (const [link, target] of SYMLINKS) {
     const path = join(root, link);
-    ensureDirs(root, link.slice(0, link.lastIndexOf('/')));
+    ensureDirs(root, link.slice(0, link.lastIndexOf('/')), made);
     if (clearLeaf(path)) symlinkSync(target, path);
   }
 }

@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -74,16 +74,8 @@ export class LayerStore {
   }
 
   async get(chain: Digest): Promise<Layer> {
-    const dir = this.layerDir(chain);
-    let files: string[];
-    try {
-      files = ['diff', 'cache-id', 'size', 'tar-size', 'depth'].map((f) => readFileSync(join(dir, f), 'utf8'));
-    } catch (e) {
-      if (isErrno(e, 'ENOENT')) throw notFound(`layer ${chain} not found`);
-      throw e;
-    }
-    const parent = readOptionalSync(join(dir, 'parent'));
-    const [diff, cacheID, size, tarSize, depth] = files as [string, string, string, string, string];
+    const [diff, cacheID, size, tarSize, depth] = this.readFields(chain, ['diff', 'cache-id', 'size', 'tar-size', 'depth']) as [string, string, string, string, string];
+    const parent = readOptionalSync(join(this.layerDir(chain), 'parent'));
     return {
       chainID: chain,
       diffID: parseDigest(diff.trim()),
@@ -93,6 +85,17 @@ export class LayerStore {
       tarSize: Number(tarSize),
       depth: Number(depth),
     };
+  }
+
+  /** Fields of a registered layer's record; a missing layer is ErrNotFound. */
+  private readFields(chain: Digest, names: string[]): string[] {
+    const dir = this.layerDir(chain);
+    try {
+      return names.map((f) => readFileSync(join(dir, f), 'utf8'));
+    } catch (e) {
+      if (isErrno(e, 'ENOENT')) throw notFound(`layer ${chain} not found`);
+      throw e;
+    }
   }
 
   async has(chain: Digest): Promise<boolean> {
@@ -250,21 +253,21 @@ export class LayerStore {
    * above it, on the image's top layer.
    */
   async createRWLayer(container: string, parent: Digest | null, initFn: (root: string) => Promise<void>, storageOpt?: Record<string, string>): Promise<MountRecord> {
-    const parentLayer = parent === null ? null : await this.get(parent);
+    // Only the driver id is needed: one read instead of the whole record, on the path of every create.
+    const parentCacheID = parent === null ? null : this.readFields(parent, ['cache-id'])[0]!.trim();
     const mountID = randomID();
     const initID = `${mountID}-init`;
     const dir = this.mountDir(container);
     const tmp = join(this.dir, 'tmp', `mount-${mountID}`);
     writeRecord(tmp, { 'mount-id': mountID, 'init-id': initID, pid: String(process.pid), ...(parent !== null ? { parent } : {}) });
     try {
-      await this.driver.createReadWrite(initID, parentLayer?.cacheID ?? null);
+      await this.driver.createReadWrite(initID, parentCacheID);
       await (this.driver.populate ? this.driver.populate(initID, initFn) : populateThroughGet(this.driver, initID, initFn));
       await this.driver.createReadWrite(mountID, initID, { storageOpt });
       unlinkSync(join(tmp, 'pid'));
-      await this.lock(async () => {
-        await fsyncDir(tmp);
-        await rename(tmp, dir);
-      });
+      // No fsync: syncing the directory would not make the record's files durable, and Docker writes its mount
+      // records plainly too; the container record written after it is the synced commit point.
+      await this.lock(async () => renameSync(tmp, dir));
     } catch (e) {
       await this.driver.remove(mountID).catch(() => undefined);
       await this.driver.remove(initID).catch(() => undefined);

@@ -26,9 +26,10 @@ export function tempSibling(path: string): string {
 
 /**
  * Write a small file so readers see either the old content or the whole new one: temp, fsync, rename,
- * fsync dir. For metadata only (the write blocks the event loop).
+ * fsync dir (unless `syncDir` is false: a crash may then leave the previous state, never a torn file). For
+ * metadata only (the write blocks the event loop).
  */
-export async function writeFileAtomic(path: string, data: string | Buffer, mode = 0o644): Promise<void> {
+export async function writeFileAtomic(path: string, data: string | Buffer, mode = 0o644, { syncDir = true } = {}): Promise<void> {
   mkdirSync(dirname(path), { recursive: true });
   const tmp = tempSibling(path);
   const fd = openSync(tmp, 'wx', mode);
@@ -43,5 +44,5 @@ export async function writeFileAtomic(path: string, data: string | Buffer, mode 
   }
   closeSync(fd);
   renameSync(tmp, path);
-  fsyncDirSync(dirname(path));
+  if (syncDir) fsyncDirSync(dirname(path));
 }

@@ -134,10 +134,11 @@ test('cp into an aufs container: through the union and through the mount give th
     // Xattrs (which an export of a union of several layers does not read) on each container's own layer.
     const ownFile = (c: string, p: string) => join(root, 'aufs/diff', readFileSync(join(root, 'image/aufs/layerdb/mounts', c, 'mount-id'), 'utf8').trim(), p);
     for (const c of [viaUnionID, viaMountID]) assert.equal(native.lgetxattr(ownFile(c, 'tmp/in/suid'), 'user.strata')?.toString(), 'x');
-    assert.ok(viaUnion.some((l) => l.startsWith('tmp/in/a file 640 1000:1001  1600000000.123456000 ')), viaUnion.join('\n'));
+    // A copy travels as a tar, whose times are whole seconds (as with Docker's archive).
+    assert.ok(viaUnion.some((l) => l.startsWith('tmp/in/a file 640 1000:1001  1600000000.0 ')), viaUnion.join('\n'));
     assert.ok(viaUnion.some((l) => l.startsWith('tmp/plain/a file 640 0:0 ')), viaUnion.join('\n'));
     assert.ok(viaUnion.some((l) => /^tmp\/in\/sub\/hard hardlink \S+ \S+ tmp\/in\/a /.test(l)), viaUnion.join('\n'));
-    assert.ok(viaUnion.some((l) => l.startsWith('tmp/in/sub/link symlink 777 1000:1001 ../a 1600000400.7 ') || l.startsWith('tmp/in/sub/link symlink 777 0:0 ../a 1600000400.7 ')), viaUnion.join('\n'));
+    assert.ok(viaUnion.some((l) => l.startsWith('tmp/in/sub/link symlink 777 1000:1001 ../a 1600000400.0 ') || l.startsWith('tmp/in/sub/link symlink 777 0:0 ../a 1600000400.0 ')), viaUnion.join('\n'));
     await driver.cleanup();
   } finally {
     await engine?.close();
