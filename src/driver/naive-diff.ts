@@ -3,7 +3,7 @@
  * for drivers without a cheaper way (vfs) or when the cheaper way does not apply (overlay2 against a
  * layer that is not the direct parent).
  */
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { ApplyHooks, Change } from './driver.js';
 import { applyLayer } from '../archive/apply-layer.js';
 import { changesDirs } from '../archive/changes.js';
@@ -39,18 +39,29 @@ export function naiveDiffSize(d: LayerViews, id: string, parent: string | null):
   return withView(d, id, async (layer) => changesSize(layer!, await changesIn(d, layer!, parent)));
 }
 
-/** The layer tar; the layer stays held until the stream closes (read to the end or destroyed). */
+/**
+ * The layer tar; the layer stays held until the stream is read to the end (released before the reader sees
+ * the end) or destroyed.
+ */
 export async function naiveDiff(d: LayerViews, id: string, parent: string | null): Promise<Readable> {
   const layer = await d.get(id);
+  let tar: Readable;
   try {
-    const tar = exportChanges(layer, await changesIn(d, layer, parent));
-    // A failing put cannot reach the consumer any more; the mount stays counted until cleanup/remove.
-    tar.once('close', () => void d.put(id).catch(() => undefined));
-    return tar;
+    tar = exportChanges(layer, await changesIn(d, layer, parent));
   } catch (e) {
     await d.put(id);
     throw e;
   }
+  async function* held(): AsyncGenerator<Buffer> {
+    try {
+      yield* tar;
+    } finally {
+      tar.destroy();
+      // A failing put must not fail a tar already complete; the mount stays counted until cleanup/remove.
+      await d.put(id).catch(() => undefined);
+    }
+  }
+  return Readable.from(held(), { objectMode: false, highWaterMark: 1 << 20 });
 }
 
 /** Apply a layer tar through the layer's full view, with whiteouts as plain deletions. */

@@ -305,17 +305,22 @@ struct file_batch {
 };
 
 // open O_EXCL; something other than a directory in the way is replaced, a directory is left to the caller.
+// Created with the permission bits it is to have; owner and mode are then changed only where they differ
+// (fstat is cheaper than chown and chmod, which each rewrite the inode): most files need neither.
 static int write_one(file_batch *b, size_t i) {
   const char *path = b->paths[i];
   const double *m = b->meta + i * META_FIELDS;
+  const uid_t uid = (uid_t)m[1];
+  const gid_t gid = (gid_t)m[2];
+  const mode_t mode = (mode_t)m[0] & 07777;
   const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-  int fd = open(path, flags, 0600);
+  int fd = open(path, flags, mode & 0777);
   if (fd < 0 && errno == EEXIST) {
     struct stat st;
     if (lstat(path, &st) != 0) { b->syscall = "lstat"; return errno; }
     if (S_ISDIR(st.st_mode)) { b->syscall = "open"; return EEXIST; }
     if (unlink(path) != 0) { b->syscall = "unlink"; return errno; }
-    fd = open(path, flags, 0600);
+    fd = open(path, flags, mode & 0777);
   }
   if (fd < 0) { b->syscall = "open"; return errno; }
   int e = 0;
@@ -324,9 +329,12 @@ static int write_one(file_batch *b, size_t i) {
     if (w < 0) { if (errno == EINTR) continue; e = errno; b->syscall = "write"; break; }
     off += (size_t)w;
   }
-  // chown clears setuid: owner before mode.
-  if (!e && fchown(fd, (uid_t)m[1], (gid_t)m[2]) != 0) { e = errno; b->syscall = "fchown"; }
-  if (!e && fchmod(fd, (mode_t)m[0]) != 0) { e = errno; b->syscall = "fchmod"; }
+  struct stat st;
+  if (!e && fstat(fd, &st) != 0) { e = errno; b->syscall = "fstat"; }
+  // chown clears setuid: owner before mode, and the mode again after any chown.
+  const int chown_needed = !e && (st.st_uid != uid || st.st_gid != gid);
+  if (chown_needed && fchown(fd, uid, gid) != 0) { e = errno; b->syscall = "fchown"; }
+  if (!e && (chown_needed || (st.st_mode & 07777) != mode) && fchmod(fd, mode) != 0) { e = errno; b->syscall = "fchmod"; }
   struct timespec ts[2] = {{(time_t)m[3], (long)m[4]}, {(time_t)m[5], (long)m[6]}};
   if (!e && futimens(fd, ts) != 0) { e = errno; b->syscall = "futimens"; }
   if (close(fd) != 0 && !e) { e = errno; b->syscall = "close"; }
