@@ -114,6 +114,11 @@ export class LayerStore {
     return layers;
   }
 
+  /** Whether register applies a layer before its parent is registered (the driver chains it afterwards). */
+  get appliesBeforeParent(): boolean {
+    return this.driver.setParent !== undefined;
+  }
+
   /**
    * Apply an uncompressed layer tar on top of `parent`. The layer becomes visible only complete and
    * verified; when its chain id exists already the new copy is dropped and the existing layer returned.
@@ -121,7 +126,7 @@ export class LayerStore {
    * afterwards (setParent) applies at once and waits only to chain; any other waits before applying.
    */
   async register(tar: Readable, parent: Digest | null, expectedDiffID?: Digest, parentReady?: Promise<unknown>): Promise<Layer> {
-    const early = parentReady !== undefined && parent !== null && this.driver.setParent !== undefined;
+    const early = parentReady !== undefined && parent !== null && this.appliesBeforeParent;
     if (parentReady !== undefined && !early) await parentReady;
     const parentLayer = parent === null || early ? null : await this.get(parent);
     let depth = checkDepth((parentLayer?.depth ?? 0) + 1);

@@ -307,7 +307,7 @@ async function pullLayers(s: Stores, cfg: RegistryConfig, client: RegistryClient
     const desc = layers[i]!;
     const chain = chains[i]!;
     const parent = i === 0 ? null : chains[i - 1]!;
-    if (s.driver.setParent === undefined) await parentReady;
+    if (!s.layers.appliesBeforeParent) await parentReady;
     const tap = taps.get(i);
     let streamed = false;
     let tapError: unknown;
