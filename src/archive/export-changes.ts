@@ -258,7 +258,7 @@ async function* withBodies(entries: Iterator<HostEntry>): AsyncGenerator<TarWrit
   const take = () => {
     const batch: HostEntry[] = [];
     const paths: string[] = [];
-    const bodies: Buffer[] = [];
+    const reading: HostEntry[] = [];
     let bytes = 0;
     while (paths.length < PREFETCH_FILES && bytes < PREFETCH_BYTES) {
       const r = entries.next();
@@ -266,11 +266,14 @@ async function* withBodies(entries: Iterator<HostEntry>): AsyncGenerator<TarWrit
       const e = r.value;
       batch.push(e);
       if (e.host === undefined) continue;
-      e.body = Buffer.allocUnsafe(e.header.size);
       paths.push(e.host);
-      bodies.push(e.body);
+      reading.push(e);
       bytes += e.header.size;
     }
+    // One allocation for the batch's bodies, each a view of it: an ArrayBuffer per small file costs more than its read.
+    const arena = Buffer.allocUnsafe(bytes);
+    let off = 0;
+    const bodies = reading.map((e) => (e.body = arena.subarray(off, (off += e.header.size))));
     const read = paths.length === 0 ? null : native.readFiles(paths, bodies).catch((e: Error & { index?: number }) => e);
     return { batch, paths, read };
   };

@@ -182,7 +182,8 @@ function splitUstar(p: Buffer): [Buffer, Buffer] | null {
 export function encodeHeader(h: TarHeader): Buffer {
   const name = h.type === 'directory' && !h.name.endsWith('/') ? h.name + '/' : h.name;
   const records: Buffer[] = [];
-  const b = Buffer.alloc(BLOCK);
+  // From Node's shared pool, zeroed by hand: a zero-filled allocation is an ArrayBuffer of its own per entry.
+  const b = Buffer.allocUnsafe(BLOCK).fill(0);
 
   const nameBytes = Buffer.from(name, 'utf8');
   const split = isAscii(nameBytes) ? splitUstar(nameBytes) : null;
