@@ -6,7 +6,8 @@ import { native } from '../native/native.js';
 import { devMajor, devMinor } from './device-number.js';
 import { relBasename, relDirname, SafeParents } from './root-path.js';
 import type { EntryType, TarHeader } from './tar/tar-header.js';
-import { writeTar, type TarWriteEntry } from './tar/tar-writer.js';
+import { BLOCK } from './tar/tar-fields.js';
+import { encodeHeader, writeTar, type TarWriteEntry } from './tar/tar-writer.js';
 import { OVERLAY_OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteout.js';
 
 /*
@@ -252,28 +253,45 @@ const PREFETCH_BYTES = 4 << 20;
 
 /**
  * The entries with the bodies of their small files read in batches by native.readFiles on a worker thread, one
- * batch ahead of the tar writer: the walk (lstat, xattrs) and the tar encoding go on while files are read.
+ * batch ahead of the tar writer: the walk (lstat, xattrs) and the tar encoding go on while files are read. Each
+ * batch is laid out as finished tar bytes in one allocation (the previous body's padding, header, body, ...),
+ * the bodies read into their places: the writer passes the contiguous views on without copying them, and no
+ * ArrayBuffer is made per small file or header (each cost more than its read).
  */
 async function* withBodies(entries: Iterator<HostEntry>): AsyncGenerator<TarWriteEntry> {
+  let owed = 0; // the padding the last entry taken still owes after its body
   const take = () => {
     const batch: HostEntry[] = [];
+    const heads: Buffer[] = [];
     const paths: string[] = [];
-    const reading: HostEntry[] = [];
+    const first = owed;
     let bytes = 0;
-    while (paths.length < PREFETCH_FILES && bytes < PREFETCH_BYTES) {
+    let reading = 0;
+    while (paths.length < PREFETCH_FILES && reading < PREFETCH_BYTES) {
       const r = entries.next();
       if (r.done) break;
       const e = r.value;
+      const head = encodeHeader(e.header);
+      const body = e.host === undefined ? 0 : e.header.size;
       batch.push(e);
-      if (e.host === undefined) continue;
-      paths.push(e.host);
-      reading.push(e);
-      bytes += e.header.size;
+      heads.push(head);
+      if (body > 0) paths.push(e.host!);
+      bytes += owed + head.length + body;
+      reading += body;
+      owed = padding(e.header.size);
     }
-    // One allocation for the batch's bodies, each a view of it: an ArrayBuffer per small file costs more than its read.
     const arena = Buffer.allocUnsafe(bytes);
+    const bodies: Buffer[] = [];
     let off = 0;
-    const bodies = reading.map((e) => (e.body = arena.subarray(off, (off += e.header.size))));
+    let pad = first;
+    batch.forEach((e, i) => {
+      const start = off;
+      arena.fill(0, off, (off += pad));
+      off += heads[i]!.copy(arena, off);
+      e.headerBytes = arena.subarray(start, off);
+      if (e.host !== undefined) bodies.push((e.body = arena.subarray(off, (off += e.header.size))));
+      pad = padding(e.header.size);
+    });
     const read = paths.length === 0 ? null : native.readFiles(paths, bodies).catch((e: Error & { index?: number }) => e);
     return { batch, paths, read };
   };
@@ -293,6 +311,8 @@ async function* withBodies(entries: Iterator<HostEntry>): AsyncGenerator<TarWrit
     entries.return?.();
   }
 }
+
+const padding = (size: number) => (BLOCK - (size % BLOCK)) % BLOCK;
 
 /** Exactly `size` bytes of a regular file, opened without following a link when the writer gets to it (synchronously: no event-loop hop per small file). */
 function* fileBody(path: string, size: number): Generator<Buffer> {

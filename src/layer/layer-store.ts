@@ -138,8 +138,11 @@ export class LayerStore {
     try {
       await this.driver.create(cacheID, parentLayer?.cacheID ?? null);
       const digester = new Digester();
+      // Chunks leave one by one (object mode): async iteration of a byte stream concatenates whatever is buffered.
       const hashing = new Transform({
-        highWaterMark: 1 << 20,
+        writableHighWaterMark: 1 << 20,
+        readableObjectMode: true,
+        readableHighWaterMark: 4,
         transform(chunk: Buffer, _enc, cb) {
           digester.update(chunk);
           cb(null, chunk);

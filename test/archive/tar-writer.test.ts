@@ -214,6 +214,33 @@ test('body length must equal header.size', async () => {
   await assert.rejects(collect(writeTar([{ header: hdr({ name: 'a', type: 'file' }), headerBytes: Buffer.alloc(100) }])), (e: unknown) => isStrataError(e, 'ErrInvalidArgument'));
 });
 
+test('pieces side by side in one allocation go out as views of it, with the same bytes as separate pieces', async () => {
+  const { encodeHeader } = await import('../../src/archive/tar/tar-writer.js');
+  const entries = [
+    ...Array.from({ length: 8 }, (_, i) => ({ header: hdr({ name: `f${i}`, type: 'file', size: 200_001 }), body: Buffer.alloc(200_001, i) })),
+    { header: hdr({ name: 'd', type: 'directory' }) },
+  ];
+  const expected = await collect(writeTar(entries));
+  // The layout a producer makes: each header after the previous body's padding, bodies in place.
+  const pads = entries.map((_, i) => (i === 0 ? 0 : (512 - (entries[i - 1]!.header.size % 512)) % 512));
+  const arena = Buffer.alloc(entries.reduce((n, { header, body }, i) => n + pads[i]! + encodeHeader(header).length + (body?.length ?? 0), 0));
+  let off = 0;
+  const laidOut: TarWriteEntry[] = entries.map(({ header, body }, i) => {
+    const start = off;
+    off += pads[i]! + encodeHeader(header).copy(arena, off + pads[i]!);
+    const e: TarWriteEntry = { header, headerBytes: arena.subarray(start, off) };
+    if (body) e.body = arena.subarray(off, (off += body.copy(arena, off)));
+    return e;
+  });
+  const chunks: Buffer[] = [];
+  for await (const c of writeTar(laidOut)) chunks.push(c as Buffer);
+  assert.deepEqual(Buffer.concat(chunks), expected);
+  // The first output chunk (a full 1 MiB batch) is a view of the arena, not a copy.
+  assert.equal(chunks[0]!.buffer, arena.buffer);
+  assert.equal(chunks[0]!.byteOffset, arena.byteOffset);
+  assert.ok(chunks[0]!.length >= 1 << 20);
+});
+
 test('respects backpressure: a slow reader does not make the writer buffer the body', async () => {
   let produced = 0;
   const size = 256 * 2 ** 20;

@@ -43,32 +43,68 @@ const zeros = Buffer.alloc(2 * BLOCK);
 
 /** Output chunk size: small headers and bodies are gathered up to this, so a layer of small files crosses streams in few chunks. */
 const BATCH = 1 << 20;
-/** Body chunks at least this big go out as they are, never copied into a batch. */
-const PASS_THROUGH = 256 << 10;
+/** Pieces (or runs of adjacent pieces) at least this big go out as they are: copying them would cost more than a chunk more. */
+const PASS_THROUGH = 64 << 10;
 
 /** Encode entries as a tar stream (ustar, with a PAX header only when a field needs one); pulls entries as the consumer reads. */
 export function writeTar(entries: AsyncIterable<TarWriteEntry> | Iterable<TarWriteEntry>, opts: TarWriteOptions = {}): Readable {
   return Readable.from(generate(entries, opts), { objectMode: false, highWaterMark: BATCH });
 }
 
-/** Pieces gathered into one output chunk; the bytes and their order never depend on the gathering. */
+/**
+ * Pieces gathered into output chunks; the bytes and their order never depend on the gathering. Pieces that lie
+ * side by side in one allocation (a batch its producer laid out as tar) join into one view, and a view that big
+ * goes out as it is: only small pieces are copied together.
+ */
 class Batch {
   private parts: Buffer[] = [];
   private bytes = 0;
+  /** Adjacent pieces not yet in parts: the bytes of `run`'s allocation from runStart to runEnd. */
+  private run: Buffer | null = null;
+  private runStart = 0;
+  private runEnd = 0;
   add(b: Buffer): void {
     if (b.length === 0) return;
-    this.parts.push(b);
     this.bytes += b.length;
+    if (this.run !== null && b.buffer === this.run.buffer && b.byteOffset === this.runEnd) {
+      this.runEnd += b.length;
+      return;
+    }
+    this.endRun();
+    this.run = b;
+    this.runStart = b.byteOffset;
+    this.runEnd = b.byteOffset + b.length;
   }
   get full(): boolean {
     return this.bytes >= BATCH;
   }
-  take(): Buffer | null {
-    if (this.bytes === 0) return null;
-    const out = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.bytes);
+  /** The gathered bytes as few chunks: each view of PASS_THROUGH bytes or more alone, the small pieces between concatenated. */
+  take(): Buffer[] {
+    this.endRun();
+    const out: Buffer[] = [];
+    let small: Buffer[] = [];
+    const flush = () => {
+      if (small.length > 0) out.push(small.length === 1 ? small[0]! : Buffer.concat(small));
+      small = [];
+    };
+    for (const p of this.parts) {
+      if (p.length < PASS_THROUGH) small.push(p);
+      else {
+        flush();
+        out.push(p);
+      }
+    }
+    flush();
     this.parts = [];
     this.bytes = 0;
     return out;
+  }
+  private endRun(): void {
+    const r = this.run;
+    if (r === null) return;
+    const n = this.runEnd - this.runStart;
+    this.parts.push(r.byteOffset === this.runStart && r.length === n ? r : Buffer.from(r.buffer, this.runStart, n));
+    this.run = null;
   }
 }
 
@@ -97,25 +133,17 @@ async function* generate(entries: AsyncIterable<TarWriteEntry> | Iterable<TarWri
       const body = bodyOf(entry);
       if (Symbol.iterator in body) {
         for (const chunk of body) {
-          if (chunk.length >= PASS_THROUGH) {
-            const head = out.take();
-            if (head) yield head;
-            yield chunk;
-          } else out.add(chunk);
-          if (out.full) yield out.take()!;
+          out.add(chunk);
+          if (out.full) yield* out.take();
         }
       } else {
         for await (const chunk of body) {
-          if (chunk.length >= PASS_THROUGH) {
-            const head = out.take();
-            if (head) yield head;
-            yield chunk;
-          } else out.add(chunk);
-          if (out.full) yield out.take()!;
+          out.add(chunk);
+          if (out.full) yield* out.take();
         }
       }
       pendingPad = (BLOCK - (header.size % BLOCK)) % BLOCK;
-      if (out.full) yield out.take()!;
+      if (out.full) yield* out.take();
     }
   } finally {
     if (sync) sync.return?.();
@@ -127,8 +155,7 @@ async function* generate(entries: AsyncIterable<TarWriteEntry> | Iterable<TarWri
     if (pendingPad > 0) out.add(zeros.subarray(0, pendingPad));
     out.add(zeros);
   }
-  const last = out.take();
-  if (last) yield last;
+  yield* out.take();
 }
 
 /** The entry's body chunks, checked against header.size; synchronous when the body is. */
