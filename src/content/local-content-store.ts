@@ -108,7 +108,7 @@ export class LocalContentStore implements ContentStore {
         await writeAll(fh, source, digester, opts.size, ref);
         await fh.sync();
         const size = digester.size;
-        const digest = digester.digest();
+        const digest = await digester.digest();
         if (opts.size !== undefined && size !== opts.size) {
           throw sizeMismatch(`ingest ${ref}: expected ${opts.size} bytes, got ${size}`);
         }
@@ -273,9 +273,9 @@ export class LocalContentStore implements ContentStore {
 
 /** Recover the digest state of kept data: one pass over its first `length` bytes. */
 async function rehash(fh: FileHandle, length: number, digester: Digester): Promise<void> {
-  const buf = Buffer.allocUnsafe(CHUNK);
   let pos = 0;
   while (pos < length) {
+    const buf = Buffer.allocUnsafe(CHUNK); // not reused: the digester reads it later, on a worker thread
     const { bytesRead } = await fh.read(buf, 0, Math.min(CHUNK, length - pos), pos);
     if (bytesRead === 0) throw internal(`ingest data shrank while resuming (at ${pos} of ${length} bytes)`);
     digester.update(buf.subarray(0, bytesRead));

@@ -107,7 +107,7 @@ async function* verifiedLayer(layer: SaveLayer): AsyncGenerator<Buffer> {
     stream.destroy();
   }
   if (digester.size !== layer.size) throw sizeMismatch(`layer ${layer.diffID}: content has ${digester.size} bytes, recorded size is ${layer.size}`);
-  const actual = digester.digest();
+  const actual = await digester.digest();
   if (actual !== layer.diffID) throw digestMismatch(`layer ${layer.diffID}: content digest is ${actual}`);
   if (held) yield held;
 }

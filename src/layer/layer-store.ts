@@ -158,7 +158,7 @@ export class LayerStore {
       hashing.resume();
       await source;
       await split.close();
-      const diffID = digester.digest();
+      const diffID = await digester.digest();
       if (expectedDiffID !== undefined && diffID !== expectedDiffID) {
         throw digestMismatch(`layer content does not match its diff_id: expected ${expectedDiffID}, got ${diffID}`);
       }
@@ -209,7 +209,7 @@ export class LayerStore {
           digester.update(chunk);
           yield chunk;
         }
-        const got = digester.digest();
+        const got = await digester.digest();
         if (got !== layer.diffID) throw corrupt(`could not verify layer data for ${chain}: expected ${layer.diffID}, got ${got}`);
       } finally {
         await release();

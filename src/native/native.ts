@@ -32,7 +32,16 @@ export interface Native {
    * A file shorter than its body fails with ENODATA; rejects like writeFiles (`index` names the file).
    */
   readFiles(paths: string[], bodies: Buffer[]): Promise<void>;
+  /** A running SHA-256 (OpenSSL's, Node's own) whose updates run on a worker thread. */
+  sha256New(): Sha256Handle;
+  /** Hash the chunks, in order, on a worker thread; one update at a time per handle, chunks unchanged until it settles. */
+  sha256Update(h: Sha256Handle, chunks: Buffer[]): Promise<void>;
+  /** The digest as lowercase hex; the handle cannot be used after this. */
+  sha256Digest(h: Sha256Handle): string;
 }
+
+declare const sha256Brand: unique symbol;
+export type Sha256Handle = { readonly [sha256Brand]: true };
 
 export const WRITE_META_FIELDS = 7;
 

@@ -1,7 +1,7 @@
 // Syscalls Node does not expose: device nodes (overlay whiteouts are char 0/0), l*xattr (never
 // follow a symlink), nanosecond utimensat without following, mount/umount with relative lowerdirs,
 // statfs magic, flock, chroot. Every function is synchronous and throws an Error carrying errno's code,
-// except writeFiles and readFiles, which handle a batch of small files on a libuv worker thread and return a
+// except writeFiles, readFiles (a batch of small files) and sha256Update, which work on a libuv worker thread and return a
 // promise.
 #define _GNU_SOURCE
 #include <node_api.h>
@@ -19,6 +19,7 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+#include <openssl/evp.h>
 
 #define MAXARGS 8
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "napi call failed"); return NULL; } } while (0)
@@ -450,6 +451,122 @@ static napi_value js_read_files(napi_env env, napi_callback_info info) {
   return queue_batch(env, "strata.readFiles", a[0], a[1], read_one, NULL);
 }
 
+// --- sha256: a running SHA-256 whose updates run on the thread pool. Node's crypto hashes on the event loop,
+// where a pull's two hashes of every byte (compressed and uncompressed) held it for ~0.2 s. OpenSSL is Node's own
+// (its symbols are exported to addons). The caller keeps one update in flight per hash and the bytes unchanged.
+
+static void sha256_free(napi_env env, void *data, void *hint) {
+  (void)env; (void)hint;
+  EVP_MD_CTX_free((EVP_MD_CTX *)data);
+}
+
+// sha256New() -> an opaque handle
+static napi_value js_sha256_new(napi_env env, napi_callback_info info) {
+  (void)info;
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+    EVP_MD_CTX_free(ctx);
+    napi_throw_error(env, NULL, "sha256: cannot initialise OpenSSL's digest");
+    return NULL;
+  }
+  napi_value h;
+  CHECK(napi_create_external(env, ctx, sha256_free, NULL, &h));
+  return h;
+}
+
+static EVP_MD_CTX *sha256_ctx(napi_env env, napi_value h) {
+  void *ctx = NULL;
+  napi_valuetype t;
+  if (napi_typeof(env, h, &t) != napi_ok || t != napi_external || napi_get_value_external(env, h, &ctx) != napi_ok) return NULL;
+  return ctx;
+}
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref keep[2]; // the handle and the chunks array, alive until the work completes
+  EVP_MD_CTX *ctx;
+  size_t n;
+  uint8_t **data;
+  size_t *len;
+  int ok;
+} sha256_job;
+
+static void sha256_execute(napi_env env, void *data) {
+  (void)env;
+  sha256_job *j = data;
+  j->ok = 1;
+  for (size_t i = 0; i < j->n && j->ok; i++) j->ok = EVP_DigestUpdate(j->ctx, j->data[i], j->len[i]) == 1;
+}
+
+static void sha256_complete(napi_env env, napi_status status, void *data) {
+  sha256_job *j = data;
+  if (status == napi_ok && j->ok) napi_resolve_deferred(env, j->deferred, undef(env));
+  else {
+    napi_value m, err;
+    napi_create_string_utf8(env, "sha256: update failed", NAPI_AUTO_LENGTH, &m);
+    napi_create_error(env, NULL, m, &err);
+    napi_reject_deferred(env, j->deferred, err);
+  }
+  napi_delete_reference(env, j->keep[0]);
+  napi_delete_reference(env, j->keep[1]);
+  napi_delete_async_work(env, j->work);
+  free(j->data);
+  free(j->len);
+  free(j);
+}
+
+// sha256Update(handle, chunks: Buffer[]) -> Promise<void>: the chunks hashed in order on the thread pool
+static napi_value js_sha256_update(napi_env env, napi_callback_info info) {
+  size_t argc = 2; napi_value a[2];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  EVP_MD_CTX *ctx = argc < 2 ? NULL : sha256_ctx(env, a[0]);
+  uint32_t n = 0;
+  if (!ctx || napi_get_array_length(env, a[1], &n) != napi_ok) {
+    napi_throw_type_error(env, NULL, "sha256Update(handle, chunks: Buffer[])");
+    return NULL;
+  }
+  sha256_job *j = calloc(1, sizeof *j);
+  j->ctx = ctx;
+  j->data = calloc(n ? n : 1, sizeof *j->data);
+  j->len = calloc(n ? n : 1, sizeof *j->len);
+  for (uint32_t i = 0; i < n; i++, j->n++) {
+    napi_value c; void *d = NULL; size_t l = 0;
+    napi_get_element(env, a[1], i, &c);
+    if (napi_get_buffer_info(env, c, &d, &l) != napi_ok) {
+      free(j->data); free(j->len); free(j);
+      napi_throw_type_error(env, NULL, "sha256Update: chunks must be Buffers");
+      return NULL;
+    }
+    j->data[i] = d; j->len[i] = l;
+  }
+  napi_value promise, name;
+  CHECK(napi_create_reference(env, a[0], 1, &j->keep[0]));
+  CHECK(napi_create_reference(env, a[1], 1, &j->keep[1]));
+  CHECK(napi_create_promise(env, &j->deferred, &promise));
+  napi_create_string_utf8(env, "strata.sha256", NAPI_AUTO_LENGTH, &name);
+  CHECK(napi_create_async_work(env, NULL, name, sha256_execute, sha256_complete, j, &j->work));
+  CHECK(napi_queue_async_work(env, j->work));
+  return promise;
+}
+
+// sha256Digest(handle) -> lowercase hex; the handle is spent
+static napi_value js_sha256_digest(napi_env env, napi_callback_info info) {
+  size_t argc = 1; napi_value a[1];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  EVP_MD_CTX *ctx = argc < 1 ? NULL : sha256_ctx(env, a[0]);
+  unsigned char md[EVP_MAX_MD_SIZE]; unsigned int len = 0;
+  if (!ctx || EVP_DigestFinal_ex(ctx, md, &len) != 1) {
+    napi_throw_error(env, NULL, "sha256Digest: not a live sha256 handle");
+    return NULL;
+  }
+  char hex[2 * EVP_MAX_MD_SIZE + 1];
+  for (unsigned int i = 0; i < len; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+  napi_value out;
+  CHECK(napi_create_string_utf8(env, hex, 2 * len, &out));
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor d[] = {
     {"mknod", NULL, js_mknod, NULL, NULL, NULL, napi_default, NULL},
@@ -465,6 +582,9 @@ static napi_value init(napi_env env, napi_value exports) {
     {"flock", NULL, js_flock, NULL, NULL, NULL, napi_default, NULL},
     {"writeFiles", NULL, js_write_files, NULL, NULL, NULL, napi_default, NULL},
     {"readFiles", NULL, js_read_files, NULL, NULL, NULL, napi_default, NULL},
+    {"sha256New", NULL, js_sha256_new, NULL, NULL, NULL, napi_default, NULL},
+    {"sha256Update", NULL, js_sha256_update, NULL, NULL, NULL, napi_default, NULL},
+    {"sha256Digest", NULL, js_sha256_digest, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
   return exports;

@@ -8,12 +8,17 @@ import { PassThrough } from 'node:stream';
  * through it cannot complete on unverified bytes. When the tap is cut (broken connection, blob already there,
  * download begun before anyone wanted the tap), the applier reads the verified blob from the store instead.
  */
+const GATHER = 1 << 20;
+
 export class LayerTap {
   /** Compressed bytes, from byte 0 on. */
   readonly stream = new PassThrough({ highWaterMark: 4 << 20 });
   private state: 'idle' | 'flowing' | 'done' | 'cut' | 'detached' = 'idle';
   private wanted = false;
   private drained: (() => void) | null = null;
+  /** Network chunks (~64 KiB) gathered into GATHER-sized pieces: each piece through the decompressor costs a thread-pool round trip. */
+  private pending: Buffer[] = [];
+  private pendingLen = 0;
 
   constructor() {
     this.stream.on('drain', () => this.wake());
@@ -48,7 +53,10 @@ export class LayerTap {
   /** Pass a chunk to the applier, waiting while it is behind (backpressure, so nothing piles up in memory). */
   async write(chunk: Buffer): Promise<void> {
     if (this.state !== 'flowing') return;
-    if (this.stream.write(chunk)) return;
+    this.pending.push(chunk);
+    this.pendingLen += chunk.length;
+    if (this.pendingLen < GATHER) return;
+    if (this.stream.write(this.take())) return;
     await new Promise<void>((resolve) => {
       this.drained = resolve;
     });
@@ -58,6 +66,7 @@ export class LayerTap {
   end(): void {
     if (this.state === 'flowing') {
       this.state = 'done';
+      if (this.pendingLen > 0) this.stream.write(this.take());
       this.stream.end();
     } else this.cut();
   }
@@ -67,6 +76,13 @@ export class LayerTap {
     if (this.state === 'done' || this.state === 'detached' || this.state === 'cut') return;
     this.state = 'cut';
     this.stream.destroy(new Error('layer download was interrupted'));
+  }
+
+  private take(): Buffer {
+    const b = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingLen);
+    this.pending = [];
+    this.pendingLen = 0;
+    return b;
   }
 
   /** The applier gave up (its own error): stop feeding it, the download carries on into the store. */
