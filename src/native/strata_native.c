@@ -391,6 +391,18 @@ static void batch_complete(napi_env env, napi_status status, void *data) {
   batch_free(b);
 }
 
+// Queue `execute` on the libuv thread pool; `complete` (on the event loop) settles the returned promise through
+// *deferred and deletes *work.
+static napi_value queue_work(napi_env env, const char *what, napi_async_execute_callback execute, napi_async_complete_callback complete,
+                             void *data, napi_deferred *deferred, napi_async_work *work) {
+  napi_value promise, name;
+  CHECK(napi_create_promise(env, deferred, &promise));
+  napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &name);
+  CHECK(napi_create_async_work(env, NULL, name, execute, complete, data, work));
+  CHECK(napi_queue_async_work(env, *work));
+  return promise;
+}
+
 // The batch of (paths[i], bodies[i]) queued on the threadpool; a failure rejects with an errno Error whose
 // `index` is the file that failed (the files after it were not touched).
 static napi_value queue_batch(napi_env env, const char *what, napi_value paths, napi_value bodies, file_op op, const double *meta) {
@@ -421,13 +433,8 @@ static napi_value queue_batch(napi_env env, const char *what, napi_value paths, 
     }
     b->data[i] = d; b->len[i] = l;
   }
-  napi_value promise, name;
   CHECK(napi_create_reference(env, bodies, 1, &b->keep));
-  CHECK(napi_create_promise(env, &b->deferred, &promise));
-  napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &name);
-  CHECK(napi_create_async_work(env, NULL, name, batch_execute, batch_complete, b, &b->work));
-  CHECK(napi_queue_async_work(env, b->work));
-  return promise;
+  return queue_work(env, what, batch_execute, batch_complete, b, &b->deferred, &b->work);
 }
 
 // writeFiles(paths: string[], bodies: Buffer[], meta: Float64Array) -> Promise<void>
@@ -540,14 +547,9 @@ static napi_value js_sha256_update(napi_env env, napi_callback_info info) {
     }
     j->data[i] = d; j->len[i] = l;
   }
-  napi_value promise, name;
   CHECK(napi_create_reference(env, a[0], 1, &j->keep[0]));
   CHECK(napi_create_reference(env, a[1], 1, &j->keep[1]));
-  CHECK(napi_create_promise(env, &j->deferred, &promise));
-  napi_create_string_utf8(env, "strata.sha256", NAPI_AUTO_LENGTH, &name);
-  CHECK(napi_create_async_work(env, NULL, name, sha256_execute, sha256_complete, j, &j->work));
-  CHECK(napi_queue_async_work(env, j->work));
-  return promise;
+  return queue_work(env, "strata.sha256", sha256_execute, sha256_complete, j, &j->deferred, &j->work);
 }
 
 // sha256Digest(handle) -> lowercase hex; the handle is spent
