@@ -6,7 +6,7 @@ import { native } from '../native/native.js';
 import { devMajor, devMinor } from './device-number.js';
 import { relBasename, relDirname, SafeParents } from './root-path.js';
 import type { EntryType, TarHeader } from './tar/tar-header.js';
-import { BLOCK } from './tar/tar-fields.js';
+import { padding } from './tar/tar-fields.js';
 import { encodeHeader, writeTar, type TarWriteEntry } from './tar/tar-writer.js';
 import { OVERLAY_OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteout.js';
 
@@ -263,8 +263,8 @@ async function* withBodies(entries: Iterator<HostEntry>): AsyncGenerator<TarWrit
   const take = () => {
     const batch: HostEntry[] = [];
     const heads: Buffer[] = [];
+    const pads: number[] = []; // the padding before each entry's header
     const paths: string[] = [];
-    const first = owed;
     let bytes = 0;
     let reading = 0;
     while (paths.length < PREFETCH_FILES && reading < PREFETCH_BYTES) {
@@ -275,6 +275,7 @@ async function* withBodies(entries: Iterator<HostEntry>): AsyncGenerator<TarWrit
       const body = e.host === undefined ? 0 : e.header.size;
       batch.push(e);
       heads.push(head);
+      pads.push(owed);
       if (body > 0) paths.push(e.host!);
       bytes += owed + head.length + body;
       reading += body;
@@ -283,14 +284,12 @@ async function* withBodies(entries: Iterator<HostEntry>): AsyncGenerator<TarWrit
     const arena = Buffer.allocUnsafe(bytes);
     const bodies: Buffer[] = [];
     let off = 0;
-    let pad = first;
     batch.forEach((e, i) => {
       const start = off;
-      arena.fill(0, off, (off += pad));
+      arena.fill(0, off, (off += pads[i]!));
       off += heads[i]!.copy(arena, off);
       e.headerBytes = arena.subarray(start, off);
       if (e.host !== undefined) bodies.push((e.body = arena.subarray(off, (off += e.header.size))));
-      pad = padding(e.header.size);
     });
     const read = paths.length === 0 ? null : native.readFiles(paths, bodies).catch((e: Error & { index?: number }) => e);
     return { batch, paths, read };
@@ -311,8 +310,6 @@ async function* withBodies(entries: Iterator<HostEntry>): AsyncGenerator<TarWrit
     entries.return?.();
   }
 }
-
-const padding = (size: number) => (BLOCK - (size % BLOCK)) % BLOCK;
 
 /** Exactly `size` bytes of a regular file, opened without following a link when the writer gets to it (synchronously: no event-loop hop per small file). */
 function* fileBody(path: string, size: number): Generator<Buffer> {

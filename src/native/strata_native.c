@@ -1,8 +1,8 @@
 // Syscalls Node does not expose: device nodes (overlay whiteouts are char 0/0), l*xattr (never
 // follow a symlink), nanosecond utimensat without following, mount/umount with relative lowerdirs,
 // statfs magic, flock, chroot. Every function is synchronous and throws an Error carrying errno's code,
-// except writeFiles, readFiles (a batch of small files) and sha256Update, which work on a libuv worker thread and return a
-// promise.
+// except writeFiles, readFiles (a batch of small files) and sha256Update, which work on a libuv worker
+// thread and return a promise.
 #define _GNU_SOURCE
 #include <node_api.h>
 #include <errno.h>

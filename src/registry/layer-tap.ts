@@ -1,5 +1,7 @@
 import { PassThrough } from 'node:stream';
 
+const GATHER = 1 << 20;
+
 /**
  * A second branch of a layer's download, handed to the applier while the bytes arrive, so that download,
  * decompression, hashing and apply overlap. The download stays the source of truth: it still goes whole into the
@@ -8,8 +10,6 @@ import { PassThrough } from 'node:stream';
  * through it cannot complete on unverified bytes. When the tap is cut (broken connection, blob already there,
  * download begun before anyone wanted the tap), the applier reads the verified blob from the store instead.
  */
-const GATHER = 1 << 20;
-
 export class LayerTap {
   /** Compressed bytes, from byte 0 on. */
   readonly stream = new PassThrough({ highWaterMark: 4 << 20 });

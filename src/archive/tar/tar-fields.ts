@@ -5,6 +5,9 @@ import type { TarTime } from './tar-header.js';
 
 export const BLOCK = 512;
 
+/** The zero bytes that fill `size` bytes of data up to a whole block. */
+export const padding = (size: number): number => (BLOCK - (size % BLOCK)) % BLOCK;
+
 export function isZeroBlock(b: Buffer): boolean {
   // Fast reject on the first bytes (a name), then a full scan.
   if (b[0] !== 0) return false;

@@ -1,6 +1,6 @@
 import { corrupt, limit, unsupported } from '../../errors.js';
 import type { EntryType, TarHeader } from './tar-header.js';
-import { BLOCK, isZeroBlock, parseNumeric, parsePaxRecords, parsePaxTime, parsePaxInt, readString, verifyChecksum } from './tar-fields.js';
+import { BLOCK, isZeroBlock, padding, parseNumeric, parsePaxRecords, parsePaxTime, parsePaxInt, readString, verifyChecksum } from './tar-fields.js';
 
 export interface TarLimits {
   /** Bound on PAX/GNU extension data before one entry (and on accumulated global PAX records); default 1 MiB. */
@@ -247,7 +247,7 @@ class TarReader {
         }
         const data = size > 0 ? await this.read(size) : EMPTY;
         if (!data) throw truncated();
-        const padLen = (BLOCK - (size % BLOCK)) % BLOCK;
+        const padLen = padding(size);
         const padBytes = padLen > 0 ? await this.read(padLen) : EMPTY;
         if (!padBytes) throw truncated();
         parts.push(blk, data, padBytes);
@@ -279,7 +279,7 @@ class TarReader {
       if (++this.entries > this.maxEntries) throw limit(`tar archive has more than ${this.maxEntries} entries`);
       const header = this.decodeHeader(blk, type, at, local, longName, longLink);
       this.remaining = header.size;
-      this.pad = (BLOCK - (header.size % BLOCK)) % BLOCK;
+      this.pad = padding(header.size);
       const generation = this.generation;
       return {
         header,

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { invalidArgument, sizeMismatch } from '../../errors.js';
 import type { EntryType, TarHeader } from './tar-header.js';
-import { BLOCK, fitsOctal, formatPaxRecord, formatPaxTime, writeChecksum, writeOctal } from './tar-fields.js';
+import { BLOCK, padding, fitsOctal, formatPaxRecord, formatPaxTime, writeChecksum, writeOctal } from './tar-fields.js';
 
 export interface TarWriteEntry {
   header: TarHeader;
@@ -142,7 +142,7 @@ async function* generate(entries: AsyncIterable<TarWriteEntry> | Iterable<TarWri
           if (out.full) yield* out.take();
         }
       }
-      pendingPad = (BLOCK - (header.size % BLOCK)) % BLOCK;
+      pendingPad = padding(header.size);
       if (out.full) yield* out.take();
     }
   } finally {
@@ -264,7 +264,7 @@ export function encodeHeader(h: TarHeader): Buffer {
 function paxHeader(name: string, h: TarHeader, records: Buffer[], b: Buffer): Buffer {
   let size = 0;
   for (const r of records) size += r.length;
-  const pad = (BLOCK - (size % BLOCK)) % BLOCK;
+  const pad = padding(size);
   const out = Buffer.alloc(BLOCK + size + pad + BLOCK);
   const x = out.subarray(0, BLOCK);
   const base = name.replace(/\/+$/, '').split('/').pop() || '.';
