@@ -16,7 +16,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { corrupt, isErrno } from '../errors.js';
-import { native, WRITE_META_FIELDS } from '../native/native.js';
+import { CREATE_KIND, CREATE_META_FIELDS, native } from '../native/native.js';
 import type { TarHeader } from './tar/tar-header.js';
 import { readTar, type TarEntry, type TarLimits } from './tar/tar-reader.js';
 import { cleanEntryName, relBasename, relDirname, SafeParents } from './root-path.js';
@@ -71,23 +71,34 @@ export async function applyLayer(root: string, tar: AsyncIterable<Buffer>, opts:
   return { size: applier.size };
 }
 
-/** Small files without xattrs are created in batches on worker threads (native.writeFiles) while parsing goes on. */
+/**
+ * Small files, directories and symlinks without xattrs are created in batches on a worker thread
+ * (native.createNodes) while parsing goes on. Batches run one after another, in tar order: a batch may hold the
+ * directory that a later batch fills.
+ */
 const BATCH_FILES = 64;
 const BATCH_BYTES = 1 << 20;
 const BATCHED_FILE_MAX = 4 << 20;
 const MAX_BATCHES_IN_FLIGHT = 2;
 
-interface FileJob {
+type NodeKind = keyof typeof CREATE_KIND;
+
+interface NodeJob {
+  kind: NodeKind;
   rel: string;
   path: string;
   header: TarHeader;
+  /** A file's content, a symlink's target. */
   body: Buffer;
 }
 
+/** Where a batch stopped: the node that failed (`error`), or the first one not run because an earlier batch failed. */
+type Stop = { index: number; error: Error | null };
+
 interface Batch {
-  jobs: FileJob[];
-  /** The batch's failure (with `index`), or null; never rejects. */
-  done: Promise<(Error & { index?: number }) | null>;
+  jobs: NodeJob[];
+  /** null once every node is made; never rejects. */
+  done: Promise<Stop | null>;
 }
 
 /** Errors that already name their entry (a batch fails after later entries were read). */
@@ -100,16 +111,16 @@ function explainOnce(e: unknown, name: string): unknown {
   return x;
 }
 
-// Per-entry metadata uses synchronous syscalls: a threadpool round trip costs more than the syscall itself.
-// Batched files run meanwhile; an entry whose path touches a file still in flight waits for it (see conflicts).
+// Entries outside the batches use synchronous syscalls: a threadpool round trip costs more than the syscall
+// itself. Batches run meanwhile; an entry whose path touches a node still in flight waits for it (see conflicts).
 class Applier {
   size = 0;
-  private batch: FileJob[] = [];
+  private batch: NodeJob[] = [];
   private batchBytes = 0;
   private readonly inFlight: Batch[] = [];
-  /** Paths of queued and in-flight files, and how many of them sit under each directory. */
-  private readonly pendingFiles = new Set<string>();
-  private readonly pendingDirs = new Map<string, number>();
+  /** Queued and in-flight nodes (true for a directory), and how many of them sit under each directory. */
+  private readonly pending = new Map<string, boolean>();
+  private readonly pendingUnder = new Map<string, number>();
   private readonly parents: SafeParents;
   /** Naive format: what this layer wrote, which an opaque directory keeps. */
   private readonly unpacked: Set<string> | null;
@@ -130,7 +141,7 @@ class Applier {
     try {
       const h = entry.header;
       const rel = cleanEntryName(h.name);
-      if (this.conflicts(rel, h)) return this.settle(true).then(() => this.applyEntry(entry, rel)).catch((e) => Promise.reject(explainOnce(e, h.name)));
+      if (this.conflicts(rel, h, batchedKind(h, rel) !== null)) return this.settle(true).then(() => this.applyEntry(entry, rel)).catch((e) => Promise.reject(explainOnce(e, h.name)));
       return this.applyEntry(entry, rel)?.catch((e) => Promise.reject(explainOnce(e, h.name)));
     } catch (e) {
       throw explainOnce(e, entry.header.name);
@@ -147,10 +158,13 @@ class Applier {
       case 'file':
         return this.file(rel, path, entry);
       case 'directory':
-        return this.directory(rel, path, h);
+        if (batchedKind(h, rel) === null) return this.directory(rel, path, h);
+        this.dirTimes.set(rel, h);
+        this.parents.made(rel);
+        return this.queue({ kind: 'directory', rel, path, header: h, body: EMPTY });
       case 'symlink':
-        this.create(rel, path, () => symlinkSync(h.linkname, path));
-        return this.pathMetadata(path, h, false);
+        if (batchedKind(h, rel) === null) return this.symlink(rel, path, h);
+        return this.queue({ kind: 'symlink', rel, path, header: h, body: Buffer.from(h.linkname) });
       case 'hardlink':
         return this.hardlink(rel, path, h);
       case 'char':
@@ -174,22 +188,35 @@ class Applier {
   }
 
   /**
-   * Whether the entry must wait for the files in flight: it names one of them, a directory holding one, or a
-   * path below one; a hardlink to one; a whiteout (it removes trees). Unrelated paths proceed meanwhile.
+   * Whether the entry must wait for the nodes in flight: it names one of them or a directory holding one; it lies
+   * below a pending file or symlink, or (unless it is batched itself, and so made after them) below a pending
+   * directory; a hardlink to a pending node or below one; a whiteout (it removes trees). Unrelated paths proceed.
    */
-  private conflicts(rel: string, h: TarHeader): boolean {
-    if (this.pendingFiles.size === 0) return false;
-    if (this.pendingFiles.has(rel) || this.pendingDirs.has(rel)) return true;
-    for (let p = relDirname(rel); p !== ''; p = relDirname(p)) if (this.pendingFiles.has(p)) return true;
-    if (h.type === 'hardlink') return this.pendingFiles.has(cleanEntryName(h.linkname));
+  private conflicts(rel: string, h: TarHeader, batched: boolean): boolean {
+    if (this.pending.size === 0) return false;
+    if (this.pending.has(rel) || this.pendingUnder.has(rel) || this.pendingAbove(rel, batched)) return true;
+    if (h.type === 'hardlink') {
+      const target = cleanEntryName(h.linkname);
+      return this.pending.has(target) || this.pendingAbove(target, false);
+    }
     return relBasename(rel).startsWith(WHITEOUT_PREFIX);
   }
 
-  private queue(job: FileJob): Promise<void> | void {
+  private pendingAbove(rel: string, batched: boolean): boolean {
+    for (let p = relDirname(rel); p !== ''; p = relDirname(p)) {
+      const dir = this.pending.get(p);
+      if (dir === false || (dir === true && !batched)) return true;
+    }
+    // A missing parent is made here, at once: not inside a directory that is still queued.
+    const missing = batched ? this.parents.firstUnchecked(relDirname(rel)) : null;
+    return missing !== null && this.pending.get(relDirname(missing)) === true;
+  }
+
+  private queue(job: NodeJob): Promise<void> | void {
     this.batch.push(job);
     this.batchBytes += job.body.length;
-    this.pendingFiles.add(job.rel);
-    for (let p = relDirname(job.rel); p !== ''; p = relDirname(p)) this.pendingDirs.set(p, (this.pendingDirs.get(p) ?? 0) + 1);
+    this.pending.set(job.rel, job.kind === 'directory');
+    for (let p = relDirname(job.rel); p !== ''; p = relDirname(p)) this.pendingUnder.set(p, (this.pendingUnder.get(p) ?? 0) + 1);
     this.size += job.header.size;
     if (this.batch.length < BATCH_FILES && this.batchBytes < BATCH_BYTES) return;
     this.submit();
@@ -199,15 +226,20 @@ class Applier {
   private submit(): void {
     if (this.batch.length === 0) return;
     const jobs = this.batch;
-    const meta = new Float64Array(jobs.length * WRITE_META_FIELDS);
-    for (const [i, { header: h }] of jobs.entries()) {
+    const meta = new Float64Array(jobs.length * CREATE_META_FIELDS);
+    for (const [i, { kind, header: h }] of jobs.entries()) {
       const a = h.atime ?? h.mtime;
-      meta.set([h.mode, this.rootless ? KEEP_ID : h.uid, this.rootless ? KEEP_ID : h.gid, a.sec, a.nsec, h.mtime.sec, h.mtime.nsec], i * WRITE_META_FIELDS);
+      const uid = this.rootless ? KEEP_ID : h.uid;
+      const gid = this.rootless ? KEEP_ID : h.gid;
+      meta.set([CREATE_KIND[kind], h.mode, uid, gid, a.sec, a.nsec, h.mtime.sec, h.mtime.nsec], i * CREATE_META_FIELDS);
     }
-    const done = native.writeFiles(jobs.map((j) => j.path), jobs.map((j) => j.body), meta).then(
-      () => null,
-      (e: Error & { index?: number }) => e,
-    );
+    const run = (): Promise<Stop | null> =>
+      native.createNodes(jobs.map((j) => j.path), jobs.map((j) => j.body), meta).then(
+        () => null,
+        (e: Error & { index?: number }) => ({ index: e.index ?? 0, error: e }),
+      );
+    const previous = this.inFlight.at(-1)?.done;
+    const done = previous ? previous.then((stop) => (stop === null ? run() : { index: 0, error: null })) : run();
     this.inFlight.push({ jobs, done });
     this.batch = [];
     this.batchBytes = 0;
@@ -220,20 +252,20 @@ class Applier {
   private async settle(all: boolean): Promise<void> {
     if (all) this.submit();
     const batches = this.inFlight.splice(0, all ? this.inFlight.length : 1);
-    const failures = await Promise.all(batches.map((b) => b.done));
-    if (failures.some((f) => f !== null)) {
+    const stops = await Promise.all(batches.map((b) => b.done));
+    if (stops.some((f) => f !== null)) {
       const rest = this.inFlight.splice(0);
       batches.push(...rest);
-      failures.push(...(await Promise.all(rest.map((b) => b.done))));
+      stops.push(...(await Promise.all(rest.map((b) => b.done))));
     }
     for (const [k, { jobs }] of batches.entries()) {
-      const failure = failures[k];
-      const from = failure === null ? jobs.length : (failure.index ?? 0);
-      if (failure !== null && !isErrno(failure, 'EEXIST')) throw explainOnce(failure, jobs[from]!.header.name);
+      const stop = stops[k];
+      const from = stop === null ? jobs.length : stop.index;
+      if (stop?.error && !isErrno(stop.error, 'EEXIST')) throw explainOnce(stop.error, jobs[from]!.header.name);
       for (let i = from; i < jobs.length; i++) {
         const j = jobs[i]!;
         try {
-          this.writeFile(j.rel, j.path, j.header, j.body);
+          this.makeNow(j);
         } catch (e) {
           throw explainOnce(e, j.header.name);
         }
@@ -242,21 +274,28 @@ class Applier {
     }
   }
 
+  /** A batched node made here after all, once no batch runs: what was in its way may be a tree to remove. */
+  private makeNow(j: NodeJob): void {
+    if (j.kind === 'file') this.writeFile(j.rel, j.path, j.header, j.body);
+    else if (j.kind === 'directory') this.directory(j.rel, j.path, j.header);
+    else this.symlink(j.rel, j.path, j.header);
+  }
+
   private settled(rel: string): void {
-    this.pendingFiles.delete(rel);
+    this.pending.delete(rel);
     for (let p = relDirname(rel); p !== ''; p = relDirname(p)) {
-      const n = this.pendingDirs.get(p)! - 1;
-      if (n === 0) this.pendingDirs.delete(p);
-      else this.pendingDirs.set(p, n);
+      const n = this.pendingUnder.get(p)! - 1;
+      if (n === 0) this.pendingUnder.delete(p);
+      else this.pendingUnder.set(p, n);
     }
   }
 
   private file(rel: string, path: string, entry: TarEntry): Promise<void> | void {
     const h = entry.header;
-    if (h.xattrs.size === 0 && h.size <= BATCHED_FILE_MAX) {
+    if (batchedKind(h, rel) !== null) {
       const whole = h.size === 0 ? EMPTY : entry.bufferedBody();
-      if (whole !== null) return this.queue({ rel, path, header: h, body: whole });
-      return collect(entry.body(), h.size).then((body) => this.queue({ rel, path, header: h, body }));
+      if (whole !== null) return this.queue({ kind: 'file', rel, path, header: h, body: whole });
+      return collect(entry.body(), h.size).then((body) => this.queue({ kind: 'file', rel, path, header: h, body }));
     }
     const whole = entry.bufferedBody();
     if (whole === null) return this.writeBody(this.openNew(rel, path), path, entry);
@@ -333,6 +372,11 @@ class Applier {
       closeSync(fd);
     }
     this.dirTimes.set(rel, h);
+  }
+
+  private symlink(rel: string, path: string, h: TarHeader): void {
+    this.create(rel, path, () => symlinkSync(h.linkname, path));
+    this.pathMetadata(path, h, false);
   }
 
   private hardlink(rel: string, path: string, h: TarHeader): void {
@@ -421,6 +465,14 @@ class Applier {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** Whether an entry is made in a batch, as what: files up to BATCHED_FILE_MAX, directories (not the root) and symlinks, without xattrs. */
+function batchedKind(h: TarHeader, rel: string): NodeKind | null {
+  if (h.xattrs.size > 0) return null;
+  if (h.type === 'file') return h.size <= BATCHED_FILE_MAX ? 'file' : null;
+  if (h.type === 'directory') return rel === '' ? null : 'directory';
+  return h.type === 'symlink' ? 'symlink' : null;
+}
 
 async function collect(body: AsyncIterable<Buffer>, size: number): Promise<Buffer> {
   const parts: Buffer[] = [];

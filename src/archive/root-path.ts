@@ -88,6 +88,16 @@ export class SafeParents {
     this.checked.forget(rel);
   }
 
+  /** The shallowest ancestor of `relDir` (itself included) not checked yet, or null. */
+  firstUnchecked(relDir: string): string | null {
+    return this.checked.unchecked(relDir)[0] ?? null;
+  }
+
+  /** The writer makes `rel` a directory (or keeps the one there), before anything is written below it. */
+  made(rel: string): void {
+    this.checked.found(rel, 'dir', true);
+  }
+
   private walk(relDir: string, create: boolean): string {
     if (relDir === '') return this.root;
     for (const rel of this.checked.unchecked(relDir)) {

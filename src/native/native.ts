@@ -23,15 +23,18 @@ export interface Native {
   /** Start writing the range's dirty pages to disk without waiting (sync_file_range WRITE): a later fsync has less to do. */
   startWriteback(fd: number, offset: number, length: number): void;
   /**
-   * Create new regular files on a worker thread, in order: each opened O_EXCL|O_NOFOLLOW (a non-directory in
-   * the way is replaced), filled, then chown, chmod and nanosecond times. meta holds WRITE_META_FIELDS numbers
-   * per file: mode, uid, gid, atime sec, atime nsec, mtime sec, mtime nsec. Rejects with an errno Error whose
-   * `index` names the file that failed; files after it are untouched. Bodies must not change until it settles.
+   * Create nodes on a worker thread, in order, never following a symlink. meta holds CREATE_META_FIELDS numbers
+   * per node: kind (CREATE_KIND), mode, uid, gid, atime sec, atime nsec, mtime sec, mtime nsec. A file is
+   * opened O_EXCL and filled with its body; a symlink points to its body's bytes; a directory already there is
+   * kept. Something else in the way is replaced, except a directory in the way of a file or symlink (EEXIST).
+   * Then owner, mode (not for symlinks) and nanosecond times (not for directories, whose times the caller sets
+   * last). Rejects with an errno Error whose `index` names the node that failed; nodes after it are untouched.
+   * Bodies must not change until it settles.
    */
-  writeFiles(paths: string[], bodies: Buffer[], meta: Float64Array): Promise<void>;
+  createNodes(paths: string[], bodies: Buffer[], meta: Float64Array): Promise<void>;
   /**
    * Fill each body with the first body.length bytes of its file, on a worker thread, never following a symlink.
-   * A file shorter than its body fails with ENODATA; rejects like writeFiles (`index` names the file).
+   * A file shorter than its body fails with ENODATA; rejects like createNodes (`index` names the file).
    */
   readFiles(paths: string[], bodies: Buffer[]): Promise<void>;
   /** A running SHA-256 (OpenSSL's, Node's own) whose updates run on a worker thread. */
@@ -45,7 +48,8 @@ export interface Native {
 declare const sha256Brand: unique symbol;
 export type Sha256Handle = { readonly [sha256Brand]: true };
 
-export const WRITE_META_FIELDS = 7;
+export const CREATE_META_FIELDS = 8;
+export const CREATE_KIND = { file: 0, directory: 1, symlink: 2 } as const;
 
 export const LOCK_SH = 1;
 export const LOCK_EX = 2;

@@ -1,7 +1,7 @@
 // Syscalls Node does not expose: device nodes (overlay whiteouts are char 0/0), l*xattr (never
 // follow a symlink), nanosecond utimensat without following, mount/umount with relative lowerdirs,
 // statfs magic, flock, chroot. Every function is synchronous and throws an Error carrying errno's code,
-// except writeFiles, readFiles (a batch of small files) and sha256Update, which work on a libuv worker
+// except createNodes, readFiles (batches of small files) and sha256Update, which work on a libuv worker
 // thread and return a promise.
 #define _GNU_SOURCE
 #include <node_api.h>
@@ -292,11 +292,13 @@ static napi_value js_start_writeback(napi_env env, napi_callback_info info) {
   return undef(env);
 }
 
-// --- writeFiles / readFiles: a batch of small files handled on a libuv worker thread, one threadpool hop
-// per batch instead of several syscalls on the main thread per file. Layer tars are mostly small files:
-// creating (or reading) them off the main thread overlaps it with decompression and tar work.
+// --- createNodes / readFiles: a batch of small files (and, for createNodes, the directories and symlinks among
+// them) handled on a libuv worker thread, one threadpool hop per batch instead of several syscalls on the main
+// thread per node. Layer tars are mostly small files and directories: creating (or reading) them off the main
+// thread overlaps it with decompression and tar work.
 
-#define META_FIELDS 7 // writeFiles: mode, uid, gid, atime sec, atime nsec, mtime sec, mtime nsec
+#define META_FIELDS 8 // createNodes: kind, mode, uid, gid, atime sec, atime nsec, mtime sec, mtime nsec
+enum { NODE_FILE = 0, NODE_DIRECTORY = 1, NODE_SYMLINK = 2 };
 
 typedef struct file_batch file_batch;
 typedef int (*file_op)(file_batch *b, size_t i);
@@ -310,30 +312,40 @@ struct file_batch {
   char **paths;
   uint8_t **data;
   size_t *len;
-  double *meta; // writeFiles only
+  double *meta; // createNodes only
   int err;
   const char *syscall;
 };
 
-// open O_EXCL; something other than a directory in the way is replaced, a directory is left to the caller.
-// Created with the permission bits it is to have; owner and mode are then changed only where they differ
-// (fstat is cheaper than chown and chmod, which each rewrite the inode): most files need neither.
-static int write_one(file_batch *b, size_t i) {
+#define FAIL(name) do { b->syscall = name; return errno; } while (0)
+
+// Owner, then mode (chown clears setuid, so the mode again after any chown), each only where `st` (the node as
+// it is) differs: fstat is cheaper than chown and chmod, which each rewrite the inode, and most nodes need neither.
+// fd < 0: by path, which names what this batch has just made (no symlink is followed: mode is not set on one).
+static int own(file_batch *b, int fd, const char *path, const struct stat *st, const double *m, int set_mode) {
+  const mode_t mode = (mode_t)m[1] & 07777;
+  const uid_t uid = (uid_t)m[2];
+  const gid_t gid = (gid_t)m[3];
+  const int chown_needed = st->st_uid != uid || st->st_gid != gid;
+  if (chown_needed && (fd >= 0 ? fchown(fd, uid, gid) : lchown(path, uid, gid)) != 0) FAIL("chown");
+  if (set_mode && (chown_needed || (st->st_mode & 07777) != mode) && (fd >= 0 ? fchmod(fd, mode) : chmod(path, mode)) != 0) FAIL("chmod");
+  return 0;
+}
+
+// A new regular file: open O_EXCL; something other than a directory in the way is replaced, a directory is left
+// to the caller (EEXIST). Created with the permission bits it is to have, then filled, owned and timed.
+static int make_file(file_batch *b, size_t i, const double *m) {
   const char *path = b->paths[i];
-  const double *m = b->meta + i * META_FIELDS;
-  const uid_t uid = (uid_t)m[1];
-  const gid_t gid = (gid_t)m[2];
-  const mode_t mode = (mode_t)m[0] & 07777;
   const int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-  int fd = open(path, flags, mode & 0777);
+  int fd = open(path, flags, (mode_t)m[1] & 0777);
   if (fd < 0 && errno == EEXIST) {
     struct stat st;
-    if (lstat(path, &st) != 0) { b->syscall = "lstat"; return errno; }
+    if (lstat(path, &st) != 0) FAIL("lstat");
     if (S_ISDIR(st.st_mode)) { b->syscall = "open"; return EEXIST; }
-    if (unlink(path) != 0) { b->syscall = "unlink"; return errno; }
-    fd = open(path, flags, mode & 0777);
+    if (unlink(path) != 0) FAIL("unlink");
+    fd = open(path, flags, (mode_t)m[1] & 0777);
   }
-  if (fd < 0) { b->syscall = "open"; return errno; }
+  if (fd < 0) FAIL("open");
   int e = 0;
   for (size_t off = 0; off < b->len[i];) {
     ssize_t w = write(fd, b->data[i] + off, b->len[i] - off);
@@ -342,14 +354,63 @@ static int write_one(file_batch *b, size_t i) {
   }
   struct stat st;
   if (!e && fstat(fd, &st) != 0) { e = errno; b->syscall = "fstat"; }
-  // chown clears setuid: owner before mode, and the mode again after any chown.
-  const int chown_needed = !e && (st.st_uid != uid || st.st_gid != gid);
-  if (chown_needed && fchown(fd, uid, gid) != 0) { e = errno; b->syscall = "fchown"; }
-  if (!e && (chown_needed || (st.st_mode & 07777) != mode) && fchmod(fd, mode) != 0) { e = errno; b->syscall = "fchmod"; }
-  struct timespec ts[2] = {{(time_t)m[3], (long)m[4]}, {(time_t)m[5], (long)m[6]}};
+  if (!e) e = own(b, fd, path, &st, m, 1);
+  struct timespec ts[2] = {{(time_t)m[4], (long)m[5]}, {(time_t)m[6], (long)m[7]}};
   if (!e && futimens(fd, ts) != 0) { e = errno; b->syscall = "futimens"; }
   if (close(fd) != 0 && !e) { e = errno; b->syscall = "close"; }
   return e;
+}
+
+// A directory: one already there is kept (it takes the entry's owner and mode), anything else in the way is
+// replaced. Its times are the caller's to set, once nothing is written into it any more.
+static int make_directory(file_batch *b, size_t i, const double *m) {
+  const char *path = b->paths[i];
+  struct stat st;
+  if (mkdir(path, (mode_t)m[1] & 0777) != 0) {
+    if (errno != EEXIST) FAIL("mkdir");
+    if (lstat(path, &st) != 0) FAIL("lstat");
+    if (!S_ISDIR(st.st_mode)) {
+      if (unlink(path) != 0) FAIL("unlink");
+      if (mkdir(path, (mode_t)m[1] & 0777) != 0) FAIL("mkdir");
+    }
+  }
+  if (lstat(path, &st) != 0) FAIL("lstat");
+  return own(b, -1, path, &st, m, 1);
+}
+
+// A symlink to the body's bytes: a non-directory in the way is replaced, a directory is left to the caller (EEXIST).
+static int make_symlink(file_batch *b, size_t i, const double *m) {
+  const char *path = b->paths[i];
+  char *target = malloc(b->len[i] + 1);
+  if (!target) { b->syscall = "malloc"; return ENOMEM; }
+  memcpy(target, b->data[i], b->len[i]);
+  target[b->len[i]] = 0;
+  int r = symlink(target, path);
+  if (r != 0 && errno == EEXIST) {
+    struct stat st;
+    if (lstat(path, &st) != 0) { free(target); FAIL("lstat"); }
+    if (S_ISDIR(st.st_mode)) { free(target); b->syscall = "symlink"; return EEXIST; }
+    if (unlink(path) != 0) { free(target); FAIL("unlink"); }
+    r = symlink(target, path);
+  }
+  free(target);
+  if (r != 0) FAIL("symlink");
+  struct stat st;
+  if (lstat(path, &st) != 0) FAIL("lstat");
+  int e = own(b, -1, path, &st, m, 0);
+  struct timespec ts[2] = {{(time_t)m[4], (long)m[5]}, {(time_t)m[6], (long)m[7]}};
+  if (!e && utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) != 0) FAIL("utimensat");
+  return e;
+}
+
+static int create_one(file_batch *b, size_t i) {
+  const double *m = b->meta + i * META_FIELDS;
+  switch ((int)m[0]) {
+    case NODE_FILE: return make_file(b, i, m);
+    case NODE_DIRECTORY: return make_directory(b, i, m);
+    case NODE_SYMLINK: return make_symlink(b, i, m);
+    default: b->syscall = "createNodes"; return EINVAL;
+  }
 }
 
 // Exactly the body's length from the start of the file, never through a symlink; a file that ends before
@@ -447,17 +508,17 @@ static napi_value queue_batch(napi_env env, const char *what, napi_value paths, 
   return queue_work(env, what, batch_execute, batch_complete, b, &b->deferred, &b->work);
 }
 
-// writeFiles(paths: string[], bodies: Buffer[], meta: Float64Array) -> Promise<void>
-static napi_value js_write_files(napi_env env, napi_callback_info info) {
+// createNodes(paths: string[], bodies: Buffer[], meta: Float64Array) -> Promise<void>
+static napi_value js_create_nodes(napi_env env, napi_callback_info info) {
   size_t argc = 3; napi_value a[3];
   CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
   napi_typedarray_type tt; size_t mlen = 0; void *mdata = NULL; uint32_t n = 0;
   if (argc < 3 || napi_get_array_length(env, a[0], &n) != napi_ok || napi_get_typedarray_info(env, a[2], &tt, &mlen, &mdata, NULL, NULL) != napi_ok ||
       tt != napi_float64_array || mlen != (size_t)n * META_FIELDS) {
-    napi_throw_type_error(env, NULL, "writeFiles(paths, bodies, meta): meta must be a Float64Array of 7 numbers per file");
+    napi_throw_type_error(env, NULL, "createNodes(paths, bodies, meta): meta must be a Float64Array of 8 numbers per node");
     return NULL;
   }
-  return queue_batch(env, "strata.writeFiles", a[0], a[1], write_one, mdata);
+  return queue_batch(env, "strata.createNodes", a[0], a[1], create_one, mdata);
 }
 
 // readFiles(paths: string[], bodies: Buffer[]) -> Promise<void>: fills each body from the start of its file
@@ -593,7 +654,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"chroot", NULL, js_chroot, NULL, NULL, NULL, napi_default, NULL},
     {"flock", NULL, js_flock, NULL, NULL, NULL, napi_default, NULL},
     {"startWriteback", NULL, js_start_writeback, NULL, NULL, NULL, napi_default, NULL},
-    {"writeFiles", NULL, js_write_files, NULL, NULL, NULL, napi_default, NULL},
+    {"createNodes", NULL, js_create_nodes, NULL, NULL, NULL, napi_default, NULL},
     {"readFiles", NULL, js_read_files, NULL, NULL, NULL, napi_default, NULL},
     {"sha256New", NULL, js_sha256_new, NULL, NULL, NULL, napi_default, NULL},
     {"sha256Update", NULL, js_sha256_update, NULL, NULL, NULL, napi_default, NULL},

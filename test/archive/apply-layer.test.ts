@@ -161,6 +161,49 @@ describe('applyLayer', () => {
     assert.equal(size, bytes(many) + bytes([{ data: 'written twice: the last one wins' }, { data: 'a file replaces the directory below it' }]));
   });
 
+  it('directories and symlinks made in batches keep tar order and metadata where entries outside the batches meet them', async () => {
+    const root = fresh('batched-nodes');
+    mkdirSync(join(root, 'lower-dir/sub'), { recursive: true });
+    writeFileSync(join(root, 'lower-file'), 'lower');
+    // 150 directories with a file each: batch boundaries fall between a directory and what goes into it.
+    const dirs = Array.from({ length: 150 }, (_, i) => ({ name: `t/d${i}`, type: 'dir', mode: i % 2 ? 0o2750 : 0o700, uid: i % 4, gid: i % 3, mtime: 1500000000 + i }));
+    const links = Array.from({ length: 40 }, (_, i) => ({ name: `t/d${i}/l`, type: 'symlink', linkname: `../d${i + 1}`, uid: i % 2, gid: 7, mtime: 1400000000 + i }));
+    const tar = pythonTar([
+      { name: 't', type: 'dir' },
+      ...dirs.flatMap((d, i) => [d, { name: `${d.name}/f`, data: `in ${i}` }]),
+      // Its parent is not in the tar: made at once, below a directory that may still be queued.
+      { name: 't/d149/implicit/f', data: 'implicit parent' },
+      ...links,
+      // Outside the batches (xattrs, a hardlink) right below a directory that may still be queued.
+      { name: 't/d149/x', data: 'with an xattr', xattrs: { 'user.k': 'v' } },
+      { name: 't/d149/h', type: 'hardlink', linkname: 't/d148/f' },
+      // Replacements: a directory over a lower file, a symlink over a lower tree, a directory over a queued symlink.
+      { name: 'lower-file', type: 'dir', mode: 0o711 },
+      { name: 'lower-dir', type: 'symlink', linkname: 'lower-file' },
+      { name: 't/d0/l', type: 'dir', mode: 0o755 },
+    ]);
+    await applyLayer(root, chunks(tar, 4096), { whiteouts: 'naive' });
+    for (const [i, d] of dirs.entries()) {
+      const st = lstatSync(join(root, d.name));
+      assert.ok(st.isDirectory(), d.name);
+      assert.deepEqual([st.mode & 0o7777, st.uid, st.gid, st.mtimeMs], [d.mode, d.uid, d.gid, d.mtime * 1000], d.name);
+      assert.equal(readFileSync(join(root, d.name, 'f'), 'utf8'), `in ${i}`);
+    }
+    for (const l of links.slice(1)) {
+      const st = lstatSync(join(root, l.name));
+      assert.ok(st.isSymbolicLink(), l.name);
+      assert.deepEqual([st.uid, st.gid, st.mtimeMs], [l.uid, l.gid, l.mtime * 1000], l.name);
+    }
+    assert.equal(readFileSync(join(root, 't/d5/l/f'), 'utf8'), 'in 6');
+    assert.equal(readFileSync(join(root, 't/d149/implicit/f'), 'utf8'), 'implicit parent');
+    assert.equal(native.lgetxattr(join(root, 't/d149/x'), 'user.k')?.toString(), 'v');
+    assert.equal(lstatSync(join(root, 't/d149/h')).ino, lstatSync(join(root, 't/d148/f')).ino);
+    assert.ok(lstatSync(join(root, 'lower-file')).isDirectory());
+    assert.equal(lstatSync(join(root, 'lower-file')).mode & 0o7777, 0o711);
+    assert.ok(lstatSync(join(root, 'lower-dir')).isSymbolicLink());
+    assert.ok(lstatSync(join(root, 't/d0/l')).isDirectory());
+  });
+
   it('a failure among batched files names its entry and leaves nothing writing after the call', async () => {
     const root = fresh('batched-fail');
     const tar = pythonTar([
