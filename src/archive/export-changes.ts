@@ -1,8 +1,8 @@
-import { closeSync, constants as C, lstatSync, openSync, readdirSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
+import { closeSync, constants as C, lstatSync, openSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Change } from '../driver/driver.js';
 import { conflict, isErrno } from '../errors.js';
-import { native } from '../native/native.js';
+import { native, SCAN_FIELDS, type DirScan } from '../native/native.js';
 import { devMajor, devMinor } from './device-number.js';
 import { relBasename, relDirname, SafeParents } from './root-path.js';
 import type { EntryType, TarHeader } from './tar/tar-header.js';
@@ -31,14 +31,15 @@ export function exportChanges(root: string, changes: Change[]): Readable {
       if (rel === '') continue;
       const dir = relDirname(rel);
       if (change.kind === 'D') {
-        yield { header: header(prefixed(dir, WHITEOUT_PREFIX + relBasename(rel)), 'file', 0o600, 0, 0, 0n) };
+        yield { header: header(prefixed(dir, WHITEOUT_PREFIX + relBasename(rel)), 'file', 0o600, 0, 0, 0) };
         continue;
       }
       // Read nothing through a symlink: a parent swapped for a link after the diff must not export host files.
       const host = parents.check(dir) + '/' + relBasename(rel);
-      const st = lstatSync(host, { bigint: true, throwIfNoEntry: false });
-      if (st === undefined) throw conflict(`${change.path} disappeared while its layer was being exported`);
-      const e = entryFor(rel, host, st, links);
+      const big = lstatSync(host, { bigint: true, throwIfNoEntry: false });
+      if (big === undefined) throw conflict(`${change.path} disappeared while its layer was being exported`);
+      const st = fromStats(big);
+      const e = entryFor(rel, host, st, links, hostXattrs(host), st.type === 'symlink' ? readlinkSync(host) : null);
       if (e) yield e;
     }
   }
@@ -66,27 +67,52 @@ export function exportAufsLayer(layerDir: string): Readable {
   return writeTar(withBodies(treeEntries(layerDir, 'aufs')));
 }
 
-/** Every entry below root, sorted; `overlay` turns the overlay whiteout forms into tar whiteouts, `aufs` drops union metadata. */
-function* treeEntries(root: string, form: 'tree' | 'overlay' | 'aufs'): Generator<HostEntry> {
+/** Subdirectories scanned ahead of the walk, per directory being walked: each scan is a thread-pool round trip. */
+const SCAN_AHEAD = 4;
+
+/**
+ * Every entry below root, sorted; `overlay` turns the overlay whiteout forms into tar whiteouts, `aufs` drops
+ * union metadata. Each directory is read by one native.scanDir on a worker thread, a few subdirectories ahead.
+ */
+async function* treeEntries(root: string, form: 'tree' | 'overlay' | 'aufs'): AsyncGenerator<HostEntry> {
   const overlay = form === 'overlay';
   const links = new Map<string, string>();
-  function* walk(rel: string, dir: string): Generator<HostEntry> {
-    for (const name of readdirSync(dir).sort()) {
+  const started = new Map<string, Promise<DirScan>>();
+  const scan = (dir: string): Promise<DirScan> => {
+    let p = started.get(dir);
+    if (p === undefined) {
+      p = native.scanDir(dir);
+      p.catch(() => undefined); // awaited when the walk gets there; not at all if it stops first
+      started.set(dir, p);
+    }
+    return p;
+  };
+  async function* walk(rel: string, dir: string): AsyncGenerator<HostEntry> {
+    const sc = await scan(dir);
+    started.delete(dir);
+    const order = sc.names.map((_, i) => i).sort((a, b) => (sc.names[a]! < sc.names[b]! ? -1 : sc.names[a]! > sc.names[b]! ? 1 : 0));
+    const subdirs = order.filter((i) => scanType(sc, i) === 'directory').map((i) => `${dir}/${sc.names[i]}`);
+    subdirs.slice(0, SCAN_AHEAD).forEach(scan);
+    let below = 0;
+    for (const i of order) {
+      const name = sc.names[i]!;
       if (form === 'aufs' && name.startsWith(WHITEOUT_META_PREFIX) && name !== WHITEOUT_OPAQUE) continue;
       const r = prefixed(rel, name);
       const host = `${dir}/${name}`;
-      const st = lstatSync(host, { bigint: true });
-      if (overlay && st.isCharacterDevice() && st.rdev === 0n) {
-        yield { header: header(prefixed(rel, WHITEOUT_PREFIX + name), 'file', 0o600, Number(st.uid), Number(st.gid), st.mtimeNs) };
+      const st = fromScan(sc, i);
+      if (overlay && st.type === 'char' && st.rdev === 0) {
+        yield { header: header(prefixed(rel, WHITEOUT_PREFIX + name), 'file', 0o600, st.uid, st.gid, st.mtimeSec) };
         continue;
       }
-      const e = entryFor(r, host, st, links);
+      const xattrs = sc.xattrs[i] ?? [];
+      const e = entryFor(r, host, st, links, withoutOverlay(xattrs), sc.links[i]!);
       if (e) yield e;
-      if (!st.isDirectory()) continue;
-      if (overlay && native.lgetxattr(host, OVERLAY_OPAQUE_XATTR)?.toString() === 'y') {
-        const mode = Number(st.mode & 0o777n);
-        yield { header: header(prefixed(r, WHITEOUT_OPAQUE), 'file', mode, Number(st.uid), Number(st.gid), st.mtimeNs) };
+      if (st.type !== 'directory') continue;
+      if (overlay && xattrs.some(([n, v]) => n === OVERLAY_OPAQUE_XATTR && v.toString() === 'y')) {
+        yield { header: header(prefixed(r, WHITEOUT_OPAQUE), 'file', st.mode & 0o777, st.uid, st.gid, st.mtimeSec) };
       }
+      const next = subdirs[++below + SCAN_AHEAD - 1];
+      if (next !== undefined) scan(next);
       yield* walk(r, host);
     }
   }
@@ -95,11 +121,58 @@ function* treeEntries(root: string, form: 'tree' | 'overlay' | 'aufs'): Generato
 
 const prefixed = (dir: string, name: string) => (dir === '' ? name : `${dir}/${name}`);
 
+/** What an entry's header is made from: lstat's answer, from node:fs or a native scan. */
+interface EntryStat {
+  type: EntryType | null;
+  /** Permission bits (0o7777). */
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  nlink: number;
+  rdev: number;
+  /** Whole seconds, rounded down (a header carries no fraction). */
+  mtimeSec: number;
+  /** dev:ino, which identifies a hardlinked inode. */
+  inode: string;
+}
+
 const NS = 1_000_000_000n;
 
-function header(name: string, type: EntryType, mode: number, uid: number, gid: number, mtimeNs: bigint): TarHeader {
-  let sec = mtimeNs / NS;
-  if (mtimeNs % NS < 0n) sec -= 1n;
+function fromStats(st: BigIntStats): EntryStat {
+  let sec = st.mtimeNs / NS;
+  if (st.mtimeNs % NS < 0n) sec -= 1n;
+  return {
+    type: typeOf(Number(st.mode)),
+    mode: Number(st.mode & 0o7777n),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    size: Number(st.size),
+    nlink: Number(st.nlink),
+    rdev: Number(st.rdev),
+    mtimeSec: Number(sec),
+    inode: `${st.dev}:${st.ino}`,
+  };
+}
+
+const scanType = (sc: DirScan, i: number) => typeOf(sc.stats[i * SCAN_FIELDS]!);
+
+function fromScan(sc: DirScan, i: number): EntryStat {
+  const f = sc.stats.subarray(i * SCAN_FIELDS, (i + 1) * SCAN_FIELDS);
+  return {
+    type: typeOf(f[0]!),
+    mode: f[0]! & 0o7777,
+    uid: f[1]!,
+    gid: f[2]!,
+    size: f[3]!,
+    nlink: f[4]!,
+    rdev: f[5]!,
+    mtimeSec: f[6]!, // with nanoseconds in [0, 1e9): already rounded down
+    inode: `${sc.ids[2 * i]}:${sc.ids[2 * i + 1]}`,
+  };
+}
+
+function header(name: string, type: EntryType, mode: number, uid: number, gid: number, mtimeSec: number): TarHeader {
   return {
     name,
     type,
@@ -109,7 +182,7 @@ function header(name: string, type: EntryType, mode: number, uid: number, gid: n
     uname: '',
     gname: '',
     size: 0,
-    mtime: { sec: Number(sec), nsec: 0 },
+    mtime: { sec: mtimeSec, nsec: 0 },
     linkname: '',
     devmajor: 0,
     devminor: 0,
@@ -118,14 +191,18 @@ function header(name: string, type: EntryType, mode: number, uid: number, gid: n
   };
 }
 
-function typeOf(st: BigIntStats): EntryType | null {
-  if (st.isFile()) return 'file';
-  if (st.isDirectory()) return 'directory';
-  if (st.isSymbolicLink()) return 'symlink';
-  if (st.isCharacterDevice()) return 'char';
-  if (st.isBlockDevice()) return 'block';
-  if (st.isFIFO()) return 'fifo';
-  return null; // sockets cannot travel in a tar
+const TYPES: ReadonlyMap<number, EntryType> = new Map([
+  [C.S_IFREG, 'file'],
+  [C.S_IFDIR, 'directory'],
+  [C.S_IFLNK, 'symlink'],
+  [C.S_IFCHR, 'char'],
+  [C.S_IFBLK, 'block'],
+  [C.S_IFIFO, 'fifo'],
+]);
+
+/** The entry type of a stat mode; null for sockets, which cannot travel in a tar. */
+function typeOf(mode: number): EntryType | null {
+  return TYPES.get(mode & C.S_IFMT) ?? null;
 }
 
 /**
@@ -133,25 +210,24 @@ function typeOf(st: BigIntStats): EntryType | null {
  * written to their names, making a second name a hardlink entry. The caller adds what needs reading:
  * xattrs, a symlink's target, a file's body.
  */
-function headerFor(rel: string, st: BigIntStats, links: Map<string, string>): TarHeader | null {
-  const type = typeOf(st);
+function headerFor(rel: string, st: EntryStat, links: Map<string, string>): TarHeader | null {
+  const type = st.type;
   if (type === null) return null;
-  const h = header(type === 'directory' ? rel + '/' : rel, type, Number(st.mode & 0o7777n), Number(st.uid), Number(st.gid), st.mtimeNs);
-  if (type !== 'directory' && st.nlink > 1n) {
-    const key = `${st.dev}:${st.ino}`;
-    const first = links.get(key);
+  const h = header(type === 'directory' ? rel + '/' : rel, type, st.mode, st.uid, st.gid, st.mtimeSec);
+  if (type !== 'directory' && st.nlink > 1) {
+    const first = links.get(st.inode);
     if (first !== undefined) {
       h.type = 'hardlink';
       h.linkname = first;
       return h;
     }
-    links.set(key, rel);
+    links.set(st.inode, rel);
   }
   if (type === 'char' || type === 'block') {
     h.devmajor = devMajor(st.rdev);
     h.devminor = devMinor(st.rdev);
   }
-  if (type === 'file') h.size = Number(st.size);
+  if (type === 'file') h.size = st.size;
   return h;
 }
 
@@ -166,17 +242,19 @@ export function hostXattrs(host: string): Array<[string, Buffer]> {
   return out;
 }
 
+const withoutOverlay = (xattrs: Array<[string, Buffer]>) => xattrs.filter(([name]) => !name.startsWith(OVERLAY_XATTR_PREFIX));
+
 /** Xattrs go into the header in name order, whatever order they were listed in. */
 function addXattrs(h: TarHeader, xattrs: Array<[string, Buffer]>): void {
   for (const [name, value] of xattrs.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) h.xattrs.set(name, value);
 }
 
-/** The entry for one host path. */
-function entryFor(rel: string, host: string, st: BigIntStats, links: Map<string, string>): HostEntry | null {
+/** The entry for one host path, given its xattrs (overlay's left out) and, for a symlink, its target. */
+function entryFor(rel: string, host: string, st: EntryStat, links: Map<string, string>, xattrs: Array<[string, Buffer]>, target: string | null): HostEntry | null {
   const h = headerFor(rel, st, links);
   if (h === null) return null;
-  addXattrs(h, hostXattrs(host));
-  if (h.type === 'symlink') h.linkname = readlinkSync(host);
+  addXattrs(h, xattrs);
+  if (h.type === 'symlink') h.linkname = target!;
   if (h.type !== 'file' || h.size === 0) return { header: h };
   return h.size <= PREFETCH_MAX ? { header: h, host } : { header: h, body: fileBody(host, h.size) };
 }
@@ -209,7 +287,7 @@ export function exportFsTree(fs: TreeFs, xattrs?: XattrReader, sub?: FsSubtree):
   const skip = sub?.skip ?? new Set<string>();
   async function* entry(name: string, p: string): AsyncGenerator<TarWriteEntry> {
     const st = await fs.lstat(p, { bigint: true });
-    const h = headerFor(name, st, links);
+    const h = headerFor(name, fromStats(st), links);
     if (h === null) return;
     if (xattrs) addXattrs(h, await xattrs(p));
     if (h.type === 'symlink') h.linkname = await fs.readlink(p);
@@ -250,17 +328,18 @@ type HostEntry = TarWriteEntry & { host?: string };
 const PREFETCH_MAX = 1 << 20;
 const PREFETCH_FILES = 64;
 const PREFETCH_BYTES = 4 << 20;
+const READS_AHEAD = 3;
 
 /**
- * The entries with the bodies of their small files read in batches by native.readFiles on a worker thread, one
- * batch ahead of the tar writer: the walk (lstat, xattrs) and the tar encoding go on while files are read. Each
+ * The entries with the bodies of their small files read in batches by native.readFiles on worker threads, up to
+ * READS_AHEAD batches ahead of the tar writer: the walk and the tar encoding go on while files are read. Each
  * batch is laid out as finished tar bytes in one allocation (the previous body's padding, header, body, ...),
  * the bodies read into their places: the writer passes the contiguous views on without copying them, and no
  * ArrayBuffer is made per small file or header (each cost more than its read).
  */
-async function* withBodies(entries: Iterator<HostEntry>): AsyncGenerator<TarWriteEntry> {
+async function* withBodies(entries: Iterator<HostEntry> | AsyncIterator<HostEntry>): AsyncGenerator<TarWriteEntry> {
   let owed = 0; // the padding the last entry taken still owes after its body
-  const take = () => {
+  const take = async () => {
     const batch: HostEntry[] = [];
     const heads: Buffer[] = [];
     const pads: number[] = []; // the padding before each entry's header
@@ -268,7 +347,7 @@ async function* withBodies(entries: Iterator<HostEntry>): AsyncGenerator<TarWrit
     let bytes = 0;
     let reading = 0;
     while (paths.length < PREFETCH_FILES && reading < PREFETCH_BYTES) {
-      const r = entries.next();
+      const r = await entries.next();
       if (r.done) break;
       const e = r.value;
       const head = encodeHeader(e.header);
@@ -295,10 +374,20 @@ async function* withBodies(entries: Iterator<HostEntry>): AsyncGenerator<TarWrit
     return { batch, paths, read };
   };
   try {
-    let next = take();
-    while (next.batch.length > 0) {
-      const { batch, paths, read } = next;
-      next = take();
+    // Batches are taken one after another (the walk may wait for a directory scan), READS_AHEAD of them ahead of
+    // the writer, so that as many reads are in flight: a settled cache makes every read wait for the disk.
+    const queue: Array<ReturnType<typeof take>> = [];
+    const refill = () => {
+      while (queue.length < READS_AHEAD) {
+        const p = (queue.at(-1) ?? Promise.resolve()).then(take);
+        p.catch(() => undefined); // awaited below, unless the writer stops first
+        queue.push(p);
+      }
+    };
+    for (;;) {
+      refill();
+      const { batch, paths, read } = await queue.shift()!;
+      if (batch.length === 0) break;
       const failure = await read;
       if (failure) {
         const path = paths[failure.index ?? 0] ?? '';
@@ -307,7 +396,7 @@ async function* withBodies(entries: Iterator<HostEntry>): AsyncGenerator<TarWrit
       yield* batch;
     }
   } finally {
-    entries.return?.();
+    await entries.return?.();
   }
 }
 

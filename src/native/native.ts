@@ -37,6 +37,11 @@ export interface Native {
    * A file shorter than its body fails with ENODATA; rejects like createNodes (`index` names the file).
    */
   readFiles(paths: string[], bodies: Buffer[]): Promise<void>;
+  /**
+   * One directory's entries, unsorted, with what lstat, llistxattr/lgetxattr and readlink say of each (never
+   * following a symlink), read on a worker thread. Rejects with an errno Error naming the path that failed.
+   */
+  scanDir(path: string): Promise<DirScan>;
   /** A running SHA-256 (OpenSSL's, Node's own) whose updates run on a worker thread. */
   sha256New(): Sha256Handle;
   /** Hash the chunks, in order, on a worker thread; one update at a time per handle, chunks unchanged until it settles. */
@@ -44,6 +49,20 @@ export interface Native {
   /** The digest as lowercase hex; the handle cannot be used after this. */
   sha256Digest(h: Sha256Handle): string;
 }
+
+export interface DirScan {
+  names: string[];
+  /** SCAN_FIELDS numbers per entry: mode (with the type bits), uid, gid, size, nlink, rdev, mtime sec, mtime nsec. */
+  stats: Float64Array;
+  /** Per entry: dev, ino. */
+  ids: BigUint64Array;
+  /** Per entry: every xattr (name, value), or null for none. */
+  xattrs: Array<Array<[string, Buffer]> | null>;
+  /** Per entry: a symlink's target, else null. */
+  links: Array<string | null>;
+}
+
+export const SCAN_FIELDS = 8;
 
 declare const sha256Brand: unique symbol;
 export type Sha256Handle = { readonly [sha256Brand]: true };

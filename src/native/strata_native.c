@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <node_api.h>
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -529,6 +530,181 @@ static napi_value js_read_files(napi_env env, napi_callback_info info) {
   return queue_batch(env, "strata.readFiles", a[0], a[1], read_one, NULL);
 }
 
+// --- scanDir: one directory's entries with their lstat, xattrs and symlink targets, read on a worker thread.
+// Exporting a layer walks its tree: an lstat and an llistxattr per entry on the main thread cost more there
+// (syscalls are dear in this VM) than one threadpool hop per directory.
+
+#define SCAN_FIELDS 8 // mode, uid, gid, size, nlink, rdev, mtime sec, mtime nsec
+
+typedef struct {
+  char *name;
+  struct stat st;
+  char *xlist; ssize_t xlist_len; // the names, NUL-separated
+  char **xval; ssize_t *xlen;     // per name; xlen < 0: gone since it was listed
+  char *link;
+} scan_entry;
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  char *dir;
+  scan_entry *e;
+  size_t n;
+  int err;
+  const char *syscall;
+  char *errpath;
+} scan_req;
+
+// A value of the size the kernel reports, asked again while it grows (ERANGE); NULL with *len < 0 on error.
+static char *read_sized(ssize_t (*get)(const char *, const char *, void *, size_t), const char *path, const char *name, ssize_t *len) {
+  for (;;) {
+    ssize_t n = get(path, name, NULL, 0);
+    if (n < 0) { *len = -1; return NULL; }
+    char *buf = malloc(n ? n : 1);
+    ssize_t m = get(path, name, buf, n);
+    if (m >= 0) { *len = m; return buf; }
+    free(buf);
+    if (errno != ERANGE) { *len = -1; return NULL; }
+  }
+}
+
+static ssize_t list_xattrs(const char *path, const char *unused, void *buf, size_t size) { (void)unused; return llistxattr(path, buf, size); }
+
+static int scan_one(scan_req *r, scan_entry *e, char *path) {
+  if (lstat(path, &e->st) != 0) { r->syscall = "lstat"; return errno; }
+  e->xlist = read_sized(list_xattrs, path, NULL, &e->xlist_len);
+  if (e->xlist_len < 0) {
+    if (errno != ENOTSUP) { r->syscall = "llistxattr"; return errno; }
+    e->xlist_len = 0;
+  }
+  int nx = 0;
+  for (ssize_t off = 0; off < e->xlist_len; off += strlen(e->xlist + off) + 1) nx++;
+  if (nx > 0) {
+    e->xval = calloc(nx, sizeof *e->xval);
+    e->xlen = calloc(nx, sizeof *e->xlen);
+    int i = 0;
+    for (ssize_t off = 0; off < e->xlist_len; off += strlen(e->xlist + off) + 1, i++) {
+      e->xval[i] = read_sized(lgetxattr, path, e->xlist + off, &e->xlen[i]);
+      if (e->xlen[i] < 0 && errno != ENODATA) { r->syscall = "lgetxattr"; return errno; }
+    }
+  }
+  if (S_ISLNK(e->st.st_mode)) {
+    size_t cap = (size_t)e->st.st_size + 1;
+    for (;;) {
+      e->link = malloc(cap);
+      ssize_t m = readlink(path, e->link, cap);
+      if (m < 0) { r->syscall = "readlink"; return errno; }
+      if ((size_t)m < cap) { e->link[m] = 0; break; }
+      free(e->link); e->link = NULL; cap *= 2;
+    }
+  }
+  return 0;
+}
+
+static void scan_execute(napi_env env, void *data) {
+  (void)env;
+  scan_req *r = data;
+  DIR *d = opendir(r->dir);
+  if (!d) { r->err = errno; r->syscall = "opendir"; r->errpath = strdup(r->dir); return; }
+  size_t cap = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+    if (r->n == cap) { cap = cap ? cap * 2 : 64; r->e = realloc(r->e, cap * sizeof *r->e); }
+    memset(&r->e[r->n], 0, sizeof *r->e);
+    r->e[r->n++].name = strdup(de->d_name);
+  }
+  closedir(d);
+  size_t dlen = strlen(r->dir);
+  char *path = malloc(dlen + 258);
+  memcpy(path, r->dir, dlen);
+  path[dlen] = '/';
+  for (size_t i = 0; i < r->n; i++) {
+    strcpy(path + dlen + 1, r->e[i].name);
+    if ((r->err = scan_one(r, &r->e[i], path)) != 0) { r->errpath = strdup(path); break; }
+  }
+  free(path);
+}
+
+static void scan_free(scan_req *r) {
+  for (size_t i = 0; i < r->n; i++) {
+    scan_entry *e = &r->e[i];
+    int nx = 0;
+    if (e->xval)
+      for (ssize_t off = 0; off < e->xlist_len; off += strlen(e->xlist + off) + 1) free(e->xval[nx++]);
+    free(e->name); free(e->xlist); free(e->xval); free(e->xlen); free(e->link);
+  }
+  free(r->e); free(r->dir); free(r->errpath); free(r);
+}
+
+static void scan_complete(napi_env env, napi_status status, void *data) {
+  scan_req *r = data;
+  if (status != napi_ok && !r->err) { r->err = EIO; r->syscall = "scanDir"; }
+  if (r->err) {
+    napi_reject_deferred(env, r->deferred, errno_error(env, r->err, r->syscall, r->errpath ? r->errpath : r->dir));
+  } else {
+    napi_value out, names, xattrs, links, stats_ab, stats, ids_ab, ids, v;
+    double *sf; uint64_t *idf;
+    napi_create_object(env, &out);
+    napi_create_array_with_length(env, r->n, &names);
+    napi_create_array_with_length(env, r->n, &xattrs);
+    napi_create_array_with_length(env, r->n, &links);
+    napi_create_arraybuffer(env, r->n * SCAN_FIELDS * sizeof(double), (void **)&sf, &stats_ab);
+    napi_create_typedarray(env, napi_float64_array, r->n * SCAN_FIELDS, stats_ab, 0, &stats);
+    napi_create_arraybuffer(env, r->n * 2 * sizeof(uint64_t), (void **)&idf, &ids_ab);
+    napi_create_typedarray(env, napi_biguint64_array, r->n * 2, ids_ab, 0, &ids);
+    napi_value null;
+    napi_get_null(env, &null);
+    for (size_t i = 0; i < r->n; i++) {
+      scan_entry *e = &r->e[i];
+      napi_create_string_utf8(env, e->name, NAPI_AUTO_LENGTH, &v);
+      napi_set_element(env, names, i, v);
+      double *f = sf + i * SCAN_FIELDS;
+      f[0] = e->st.st_mode; f[1] = e->st.st_uid; f[2] = e->st.st_gid; f[3] = (double)e->st.st_size;
+      f[4] = (double)e->st.st_nlink; f[5] = (double)e->st.st_rdev; f[6] = (double)e->st.st_mtim.tv_sec; f[7] = (double)e->st.st_mtim.tv_nsec;
+      idf[2 * i] = e->st.st_dev; idf[2 * i + 1] = e->st.st_ino;
+      napi_value xs = null;
+      if (e->xlist_len > 0) {
+        napi_create_array(env, &xs);
+        uint32_t k = 0; int j = 0;
+        for (ssize_t off = 0; off < e->xlist_len; off += strlen(e->xlist + off) + 1, j++) {
+          if (e->xlen[j] < 0) continue;
+          napi_value pair, name, val;
+          napi_create_array_with_length(env, 2, &pair);
+          napi_create_string_utf8(env, e->xlist + off, NAPI_AUTO_LENGTH, &name);
+          napi_create_buffer_copy(env, (size_t)e->xlen[j], e->xval[j] ? e->xval[j] : "", NULL, &val);
+          napi_set_element(env, pair, 0, name);
+          napi_set_element(env, pair, 1, val);
+          napi_set_element(env, xs, k++, pair);
+        }
+      }
+      napi_set_element(env, xattrs, i, xs);
+      napi_value l = null;
+      if (e->link) napi_create_string_utf8(env, e->link, NAPI_AUTO_LENGTH, &l);
+      napi_set_element(env, links, i, l);
+    }
+    napi_set_named_property(env, out, "names", names);
+    napi_set_named_property(env, out, "stats", stats);
+    napi_set_named_property(env, out, "ids", ids);
+    napi_set_named_property(env, out, "xattrs", xattrs);
+    napi_set_named_property(env, out, "links", links);
+    napi_resolve_deferred(env, r->deferred, out);
+  }
+  napi_delete_async_work(env, r->work);
+  scan_free(r);
+}
+
+// scanDir(path) -> Promise<DirScan>
+static napi_value js_scan_dir(napi_env env, napi_callback_info info) {
+  size_t argc = 1; napi_value a[1];
+  CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
+  char *dir = argc >= 1 ? get_str(env, a[0]) : NULL;
+  if (!dir) { napi_throw_type_error(env, NULL, "scanDir(path)"); return NULL; }
+  scan_req *r = calloc(1, sizeof *r);
+  r->dir = dir;
+  return queue_work(env, "strata.scanDir", scan_execute, scan_complete, r, &r->deferred, &r->work);
+}
+
 // --- sha256: a running SHA-256 whose updates run on the thread pool. Node's crypto hashes on the event loop,
 // where a pull's two hashes of every byte (compressed and uncompressed) held it for ~0.2 s. OpenSSL is Node's own
 // (its symbols are exported to addons). The caller keeps one update in flight per hash and the bytes unchanged.
@@ -656,6 +832,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"startWriteback", NULL, js_start_writeback, NULL, NULL, NULL, napi_default, NULL},
     {"createNodes", NULL, js_create_nodes, NULL, NULL, NULL, napi_default, NULL},
     {"readFiles", NULL, js_read_files, NULL, NULL, NULL, napi_default, NULL},
+    {"scanDir", NULL, js_scan_dir, NULL, NULL, NULL, napi_default, NULL},
     {"sha256New", NULL, js_sha256_new, NULL, NULL, NULL, napi_default, NULL},
     {"sha256Update", NULL, js_sha256_update, NULL, NULL, NULL, napi_default, NULL},
     {"sha256Digest", NULL, js_sha256_digest, NULL, NULL, NULL, napi_default, NULL},
