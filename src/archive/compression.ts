@@ -1,11 +1,16 @@
+import { createRequire } from 'node:module';
 import { PassThrough, Readable, Transform } from 'node:stream';
 import zlib from 'node:zlib';
-import { CompressStream, DecompressStream } from 'zstd-napi';
 import { corrupt, isStrataError, unsupported } from '../errors.js';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
 
 const CHUNK = 1 << 20;
+
+type Zstd = typeof import('zstd-napi');
+let zstdModule: Zstd | undefined;
+/** zstd-napi (its native addon and JS) is loaded at the first zstd stream: it cost every command ~20 ms to start. */
+const zstd = (): Zstd => (zstdModule ??= createRequire(import.meta.url)('zstd-napi') as Zstd);
 
 /** Recognise a stream by its first bytes (6 are enough; fewer means 'none'). xz and bzip2 are named and refused. */
 export function detectCompression(head: Buffer): Compression {
@@ -43,7 +48,7 @@ export function decompressStream(c: Compression): Transform {
     case 'gzip':
       return corruptOnError(zlib.createGunzip({ chunkSize: CHUNK }), 'gzip');
     case 'zstd':
-      return corruptOnError(new DecompressStream(), 'zstd');
+      return corruptOnError(new (zstd().DecompressStream)(), 'zstd');
   }
 }
 
@@ -55,7 +60,7 @@ export function compressStream(c: Compression, level?: number): Transform {
     case 'gzip':
       return zlib.createGzip({ chunkSize: CHUNK, level: level ?? 6 });
     case 'zstd':
-      return new CompressStream({ compressionLevel: level ?? 3 });
+      return new (zstd().CompressStream)({ compressionLevel: level ?? 3 });
   }
 }
 
