@@ -475,6 +475,19 @@ static napi_value queue_work(napi_env env, const char *what, napi_async_execute_
   return promise;
 }
 
+// The n Buffers of a JS array as (data, len) pairs in two arrays allocated here (the caller frees them, also on
+// failure), valid while the JS array is referenced; 0 if an element is not a Buffer.
+static int get_buffers(napi_env env, napi_value arr, uint32_t n, uint8_t ***data, size_t **len) {
+  *data = calloc(n ? n : 1, sizeof **data);
+  *len = calloc(n ? n : 1, sizeof **len);
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value v; void *d = NULL;
+    if (napi_get_element(env, arr, i, &v) != napi_ok || napi_get_buffer_info(env, v, &d, &(*len)[i]) != napi_ok) return 0;
+    (*data)[i] = d;
+  }
+  return 1;
+}
+
 // The batch of (paths[i], bodies[i]) queued on the threadpool; a failure rejects with an errno Error whose
 // `index` is the file that failed (the files after it were not touched).
 static napi_value queue_batch(napi_env env, const char *what, napi_value paths, napi_value bodies, file_op op, const double *meta) {
@@ -486,24 +499,19 @@ static napi_value queue_batch(napi_env env, const char *what, napi_value paths, 
   file_batch *b = calloc(1, sizeof *b);
   b->op = op;
   b->paths = calloc(n ? n : 1, sizeof *b->paths);
-  b->data = calloc(n ? n : 1, sizeof *b->data);
-  b->len = calloc(n ? n : 1, sizeof *b->len);
   if (meta) {
     b->meta = malloc((n ? n : 1) * META_FIELDS * sizeof(double));
     memcpy(b->meta, meta, (size_t)n * META_FIELDS * sizeof(double));
   }
-  for (uint32_t i = 0; i < n; i++, b->n++) {
-    napi_value p, body; void *d = NULL; size_t l = 0;
+  for (uint32_t i = 0; i < n && b->n == i; i++) {
+    napi_value p;
     napi_get_element(env, paths, i, &p);
-    napi_get_element(env, bodies, i, &body);
-    b->paths[i] = get_str(env, p);
-    if (!b->paths[i] || napi_get_buffer_info(env, body, &d, &l) != napi_ok) {
-      b->n += b->paths[i] != NULL;
-      batch_free(b);
-      napi_throw_type_error(env, NULL, "paths must be strings and bodies Buffers");
-      return NULL;
-    }
-    b->data[i] = d; b->len[i] = l;
+    if ((b->paths[i] = get_str(env, p)) != NULL) b->n++;
+  }
+  if (!get_buffers(env, bodies, n, &b->data, &b->len) || b->n != n) {
+    batch_free(b);
+    napi_throw_type_error(env, NULL, "paths must be strings and bodies Buffers");
+    return NULL;
   }
   CHECK(napi_create_reference(env, bodies, 1, &b->keep));
   return queue_work(env, what, batch_execute, batch_complete, b, &b->deferred, &b->work);
@@ -782,18 +790,12 @@ static napi_value js_sha256_update(napi_env env, napi_callback_info info) {
   }
   sha256_job *j = calloc(1, sizeof *j);
   j->ctx = ctx;
-  j->data = calloc(n ? n : 1, sizeof *j->data);
-  j->len = calloc(n ? n : 1, sizeof *j->len);
-  for (uint32_t i = 0; i < n; i++, j->n++) {
-    napi_value c; void *d = NULL; size_t l = 0;
-    napi_get_element(env, a[1], i, &c);
-    if (napi_get_buffer_info(env, c, &d, &l) != napi_ok) {
-      free(j->data); free(j->len); free(j);
-      napi_throw_type_error(env, NULL, "sha256Update: chunks must be Buffers");
-      return NULL;
-    }
-    j->data[i] = d; j->len[i] = l;
+  if (!get_buffers(env, a[1], n, &j->data, &j->len)) {
+    free(j->data); free(j->len); free(j);
+    napi_throw_type_error(env, NULL, "sha256Update: chunks must be Buffers");
+    return NULL;
   }
+  j->n = n;
   CHECK(napi_create_reference(env, a[0], 1, &j->keep[0]));
   CHECK(napi_create_reference(env, a[1], 1, &j->keep[1]));
   return queue_work(env, "strata.sha256", sha256_execute, sha256_complete, j, &j->deferred, &j->work);
