@@ -133,8 +133,8 @@ interface EntryStat {
   rdev: number;
   /** Whole seconds, rounded down (a header carries no fraction). */
   mtimeSec: number;
-  /** dev:ino, which identifies a hardlinked inode. */
-  inode: string;
+  /** dev:ino, which identifies a hardlinked inode (asked only when nlink > 1: most entries never need it). */
+  inode: () => string;
 }
 
 const NS = 1_000_000_000n;
@@ -151,7 +151,7 @@ function fromStats(st: BigIntStats): EntryStat {
     nlink: Number(st.nlink),
     rdev: Number(st.rdev),
     mtimeSec: Number(sec),
-    inode: `${st.dev}:${st.ino}`,
+    inode: () => `${st.dev}:${st.ino}`,
   };
 }
 
@@ -168,7 +168,7 @@ function fromScan(sc: DirScan, i: number): EntryStat {
     nlink: f[4]!,
     rdev: f[5]!,
     mtimeSec: f[6]!, // with nanoseconds in [0, 1e9): already rounded down
-    inode: `${sc.ids[2 * i]}:${sc.ids[2 * i + 1]}`,
+    inode: () => `${sc.ids[2 * i]}:${sc.ids[2 * i + 1]}`,
   };
 }
 
@@ -215,13 +215,14 @@ function headerFor(rel: string, st: EntryStat, links: Map<string, string>): TarH
   if (type === null) return null;
   const h = header(type === 'directory' ? rel + '/' : rel, type, st.mode, st.uid, st.gid, st.mtimeSec);
   if (type !== 'directory' && st.nlink > 1) {
-    const first = links.get(st.inode);
+    const key = st.inode();
+    const first = links.get(key);
     if (first !== undefined) {
       h.type = 'hardlink';
       h.linkname = first;
       return h;
     }
-    links.set(st.inode, rel);
+    links.set(key, rel);
   }
   if (type === 'char' || type === 'block') {
     h.devmajor = devMajor(st.rdev);
