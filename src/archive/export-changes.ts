@@ -75,48 +75,90 @@ const SCAN_AHEAD = 4;
  * union metadata. Each directory is read by one native.scanDir on a worker thread, a few subdirectories ahead.
  */
 async function* treeEntries(root: string, form: 'tree' | 'overlay' | 'aufs'): AsyncGenerator<HostEntry> {
-  const overlay = form === 'overlay';
-  const links = new Map<string, string>();
-  const started = new Map<string, Promise<DirScan>>();
-  const scan = (dir: string): Promise<DirScan> => {
-    let p = started.get(dir);
+  const t = new TreeWalk(form);
+  const stack = [await t.open('', root)];
+  const out: HostEntry[] = [];
+  while (stack.length > 0) {
+    const below = t.advance(stack.at(-1)!, out);
+    yield* out;
+    out.length = 0;
+    if (below === null) stack.pop();
+    else stack.push(await t.open(below.rel, below.dir));
+  }
+}
+
+/** A directory being walked: its scan, its entries' order and where the walk is in it. */
+interface Frame {
+  rel: string;
+  dir: string;
+  sc: DirScan;
+  order: number[];
+  /** Host paths of its subdirectories, in order: the next SCAN_AHEAD of them are being scanned. */
+  subdirs: string[];
+  pos: number;
+  below: number;
+}
+
+/**
+ * One tree walk: a loop over a stack of directories, not a recursive generator, and made of small functions.
+ * V8 compiled the recursive generator (everything inlined into it) in 50-130 ms, several times per process
+ * as its type feedback grew, and again in every commit when it was a closure made per export.
+ */
+class TreeWalk {
+  private readonly links = new Map<string, string>();
+  private readonly started = new Map<string, Promise<DirScan>>();
+  private readonly overlay: boolean;
+  constructor(private readonly form: 'tree' | 'overlay' | 'aufs') {
+    this.overlay = form === 'overlay';
+  }
+
+  /** Starts reading dir (once). */
+  private scan(dir: string): Promise<DirScan> {
+    let p = this.started.get(dir);
     if (p === undefined) {
       p = native.scanDir(dir);
       p.catch(() => undefined); // awaited when the walk gets there; not at all if it stops first
-      started.set(dir, p);
+      this.started.set(dir, p);
     }
     return p;
-  };
-  async function* walk(rel: string, dir: string): AsyncGenerator<HostEntry> {
-    const sc = await scan(dir);
-    started.delete(dir);
-    const order = sc.names.map((_, i) => i).sort((a, b) => (sc.names[a]! < sc.names[b]! ? -1 : sc.names[a]! > sc.names[b]! ? 1 : 0));
-    const subdirs = order.filter((i) => scanType(sc, i) === 'directory').map((i) => `${dir}/${sc.names[i]}`);
-    subdirs.slice(0, SCAN_AHEAD).forEach(scan);
-    let below = 0;
-    for (const i of order) {
-      const name = sc.names[i]!;
-      if (form === 'aufs' && name.startsWith(WHITEOUT_META_PREFIX) && name !== WHITEOUT_OPAQUE) continue;
-      const r = prefixed(rel, name);
-      const host = `${dir}/${name}`;
-      const st = fromScan(sc, i);
-      if (overlay && st.type === 'char' && st.rdev === 0) {
-        yield { header: header(prefixed(rel, WHITEOUT_PREFIX + name), 'file', 0o600, st.uid, st.gid, st.mtimeSec) };
+  }
+
+  async open(rel: string, dir: string): Promise<Frame> {
+    const sc = await this.scan(dir);
+    this.started.delete(dir);
+    const names = sc.names;
+    const order = names.map((_, i) => i).sort((a, b) => (names[a]! < names[b]! ? -1 : names[a]! > names[b]! ? 1 : 0));
+    const subdirs = order.filter((i) => scanType(sc, i) === 'directory').map((i) => `${dir}/${names[i]}`);
+    for (let k = 0; k < SCAN_AHEAD && k < subdirs.length; k++) this.scan(subdirs[k]!);
+    return { rel, dir, sc, order, subdirs, pos: 0, below: 0 };
+  }
+
+  /** Adds f's next entries to out, up to and including its next directory, which is returned to be walked next; null at f's end. */
+  advance(f: Frame, out: HostEntry[]): { rel: string; dir: string } | null {
+    while (f.pos < f.order.length) {
+      const i = f.order[f.pos++]!;
+      const name = f.sc.names[i]!;
+      if (this.form === 'aufs' && name.startsWith(WHITEOUT_META_PREFIX) && name !== WHITEOUT_OPAQUE) continue;
+      const rel = prefixed(f.rel, name);
+      const host = `${f.dir}/${name}`;
+      const st = fromScan(f.sc, i);
+      if (this.overlay && st.type === 'char' && st.rdev === 0) {
+        out.push({ header: header(prefixed(f.rel, WHITEOUT_PREFIX + name), 'file', 0o600, st.uid, st.gid, st.mtimeSec) });
         continue;
       }
-      const xattrs = sc.xattrs[i] ?? [];
-      const e = entryFor(r, host, st, links, withoutOverlay(xattrs), sc.links[i]!);
-      if (e) yield e;
+      const xattrs = f.sc.xattrs[i] ?? [];
+      const e = entryFor(rel, host, st, this.links, withoutOverlay(xattrs), f.sc.links[i]!);
+      if (e) out.push(e);
       if (st.type !== 'directory') continue;
-      if (overlay && xattrs.some(([n, v]) => n === OVERLAY_OPAQUE_XATTR && v.toString() === 'y')) {
-        yield { header: header(prefixed(r, WHITEOUT_OPAQUE), 'file', st.mode & 0o777, st.uid, st.gid, st.mtimeSec) };
+      if (this.overlay && xattrs.some(([n, v]) => n === OVERLAY_OPAQUE_XATTR && v.toString() === 'y')) {
+        out.push({ header: header(prefixed(rel, WHITEOUT_OPAQUE), 'file', st.mode & 0o777, st.uid, st.gid, st.mtimeSec) });
       }
-      const next = subdirs[++below + SCAN_AHEAD - 1];
-      if (next !== undefined) scan(next);
-      yield* walk(r, host);
+      const next = ++f.below + SCAN_AHEAD - 1;
+      if (next < f.subdirs.length) this.scan(f.subdirs[next]!);
+      return { rel, dir: host };
     }
+    return null;
   }
-  yield* walk('', root);
 }
 
 const prefixed = (dir: string, name: string) => (dir === '' ? name : `${dir}/${name}`);
