@@ -21,6 +21,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 #include <openssl/evp.h>
+#include "read-ring.h"
 
 #define MAXARGS 8
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "napi call failed"); return NULL; } } while (0)
@@ -303,12 +304,13 @@ enum { NODE_FILE = 0, NODE_DIRECTORY = 1, NODE_SYMLINK = 2 };
 
 typedef struct file_batch file_batch;
 typedef int (*file_op)(file_batch *b, size_t i);
+typedef void (*batch_run)(file_batch *b);
 
 struct file_batch {
   napi_async_work work;
   napi_deferred deferred;
   napi_ref keep; // the bodies array: keeps every Buffer alive while the worker uses it
-  file_op op;
+  batch_run run;
   size_t n, done;
   char **paths;
   uint8_t **data;
@@ -417,29 +419,32 @@ static int create_one(file_batch *b, size_t i) {
 // Exactly the body's length from the start of the file, never through a symlink; a file that ends before
 // that answers ENODATA (it shrank since it was measured).
 static int read_one(file_batch *b, size_t i) {
-  // O_NOATIME where allowed (owner or CAP_FOWNER): a freshly written file's first read would otherwise rewrite
-  // its inode for the access time (relatime), an inode write per exported file.
-  int fd = open(b->paths[i], O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
-  if (fd < 0 && errno == EPERM) fd = open(b->paths[i], O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  int fd = open_for_read(b->paths[i]);
   if (fd < 0) { b->syscall = "open"; return errno; }
-  int e = 0;
-  for (size_t off = 0; off < b->len[i];) {
-    ssize_t r = read(fd, b->data[i] + off, b->len[i] - off);
-    if (r < 0) { if (errno == EINTR) continue; e = errno; b->syscall = "read"; break; }
-    if (r == 0) { e = ENODATA; b->syscall = "read"; break; }
-    off += (size_t)r;
-  }
+  int e = read_rest(fd, b->data[i], b->len[i], 0, &b->syscall);
   close(fd);
   return e;
+}
+
+static void each(file_batch *b, file_op op) {
+  for (b->done = 0; b->done < b->n; b->done++) {
+    b->err = op(b, b->done);
+    if (b->err) return;
+  }
+}
+
+static void create_all(file_batch *b) { each(b, create_one); }
+
+static void read_all(file_batch *b) {
+  int e = ring_read_files(b->paths, b->data, b->len, b->n, &b->done, &b->syscall);
+  if (e < 0) each(b, read_one);
+  else b->err = e;
 }
 
 static void batch_execute(napi_env env, void *data) {
   (void)env;
   file_batch *b = data;
-  for (b->done = 0; b->done < b->n; b->done++) {
-    b->err = b->op(b, b->done);
-    if (b->err) return;
-  }
+  b->run(b);
 }
 
 static void batch_free(file_batch *b) {
@@ -490,14 +495,14 @@ static int get_buffers(napi_env env, napi_value arr, uint32_t n, uint8_t ***data
 
 // The batch of (paths[i], bodies[i]) queued on the threadpool; a failure rejects with an errno Error whose
 // `index` is the file that failed (the files after it were not touched).
-static napi_value queue_batch(napi_env env, const char *what, napi_value paths, napi_value bodies, file_op op, const double *meta) {
+static napi_value queue_batch(napi_env env, const char *what, napi_value paths, napi_value bodies, batch_run run, const double *meta) {
   uint32_t n = 0, nb = 0;
   if (napi_get_array_length(env, paths, &n) != napi_ok || napi_get_array_length(env, bodies, &nb) != napi_ok || n != nb) {
     napi_throw_type_error(env, NULL, "paths and bodies must be arrays of one length");
     return NULL;
   }
   file_batch *b = calloc(1, sizeof *b);
-  b->op = op;
+  b->run = run;
   b->paths = calloc(n ? n : 1, sizeof *b->paths);
   if (meta) {
     b->meta = malloc((n ? n : 1) * META_FIELDS * sizeof(double));
@@ -527,7 +532,7 @@ static napi_value js_create_nodes(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "createNodes(paths, bodies, meta): meta must be a Float64Array of 8 numbers per node");
     return NULL;
   }
-  return queue_batch(env, "strata.createNodes", a[0], a[1], create_one, mdata);
+  return queue_batch(env, "strata.createNodes", a[0], a[1], create_all, mdata);
 }
 
 // readFiles(paths: string[], bodies: Buffer[]) -> Promise<void>: fills each body from the start of its file
@@ -535,7 +540,7 @@ static napi_value js_read_files(napi_env env, napi_callback_info info) {
   size_t argc = 2; napi_value a[2];
   CHECK(napi_get_cb_info(env, info, &argc, a, NULL, NULL));
   if (argc < 2) { napi_throw_type_error(env, NULL, "readFiles(paths, bodies)"); return NULL; }
-  return queue_batch(env, "strata.readFiles", a[0], a[1], read_one, NULL);
+  return queue_batch(env, "strata.readFiles", a[0], a[1], read_all, NULL);
 }
 
 // --- scanDir: one directory's entries with their lstat, xattrs and symlink targets, read on a worker thread.

@@ -57,6 +57,49 @@ describe('export', () => {
     }
   });
 
+  it('readFiles through the io_uring reads many files per round: the first failure in path order is reported, in any round', async () => {
+    const dir = join(tmp, 'ring-read');
+    mkdirSync(dir);
+    const files = Array.from({ length: 200 }, (_, i) => ({ path: join(dir, `f${i}`), data: Buffer.from(`ring ${i} `.repeat((i % 50) + 1)) }));
+    for (const f of files) writeFileSync(f.path, f.data);
+    const paths = files.map((f) => f.path);
+    const fresh = () => files.map((f) => Buffer.alloc(f.data.length));
+    // Reads of one round complete in any order; each lands in its own buffer.
+    const bodies = fresh();
+    await native.readFiles(paths, bodies);
+    files.forEach((f, i) => assert.ok(bodies[i]!.equals(f.data), f.path));
+    // Failures at 70 (open) and 150 (a short read, second ring of 64 onwards): 70 is the one reported.
+    unlinkSync(files[70]!.path);
+    writeFileSync(files[150]!.path, 'x');
+    await assert.rejects(native.readFiles(paths, fresh()), (e: Error & { code?: string; index?: number }) => e.code === 'ENOENT' && e.index === 70);
+    await assert.rejects(native.readFiles(paths.slice(100), fresh().slice(100)), (e: Error & { code?: string; index?: number }) => e.code === 'ENODATA' && e.index === 50);
+  });
+
+  it('readFiles reads file by file where the kernel refuses io_uring (sysctl kernel.io_uring_disabled=2)', async (t) => {
+    if (!requireCap(t, 'root', isRoot)) return;
+    const sysctl = '/proc/sys/kernel/io_uring_disabled';
+    const dir = join(tmp, 'ringless-read');
+    mkdirSync(dir);
+    for (let i = 0; i < 100; i++) writeFileSync(join(dir, `f${i}`), `plain ${i}`.repeat(i + 1));
+    const child = `
+      import { native } from ${JSON.stringify(new URL('../../src/native/native.ts', import.meta.url).href)};
+      const paths = Array.from({ length: 100 }, (_, i) => ${JSON.stringify(dir)} + '/f' + i);
+      const bodies = paths.map((_, i) => Buffer.alloc(('plain ' + i).length * (i + 1)));
+      await native.readFiles(paths, bodies);
+      const ok = bodies.every((b, i) => b.toString() === ('plain ' + i).repeat(i + 1));
+      const err = await native.readFiles([paths[0], paths[1] + '.missing'], [bodies[0], bodies[1]]).catch((e) => e);
+      console.log(JSON.stringify({ ok, code: err.code, index: err.index }));
+    `;
+    const before = execFileSync('cat', [sysctl]).toString().trim();
+    writeFileSync(sysctl, '2');
+    try {
+      const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', child]).toString();
+      assert.deepEqual(JSON.parse(out), { ok: true, code: 'ENOENT', index: 1 });
+    } finally {
+      writeFileSync(sysctl, before);
+    }
+  });
+
   it('exportTree is read back by GNU tar as the same tree, and is deterministic', async (t) => {
     if (!requireCap(t, 'root', isRoot)) return;
     const src = join(tmp, 'tree-src');
