@@ -4,7 +4,8 @@ import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { join } from 'node:path';
-import { corrupt } from '../errors.js';
+import { corrupt, isErrno } from '../errors.js';
+import { native } from '../native/native.js';
 
 /*
  * A layer tar's framing, recorded while the layer is applied, so the exact original bytes (and so the
@@ -86,24 +87,89 @@ function relName(name: string): string {
 }
 
 const CHUNK = 1 << 20;
+/** Bodies up to this size are read in batches on a worker thread (native.readFiles), up to BATCH_FILES or BATCH_BYTES at a time. */
+const SMALL_BODY = 1 << 20;
+const BATCH_FILES = 64;
+const BATCH_BYTES = 4 << 20;
 
 /** Regenerate the layer tar: recorded framing, bodies read from the layer's files under `root`. */
 export function tarSplitStream(splitPath: string, root: string): Readable {
   async function* generate(): AsyncGenerator<Buffer> {
     const lines = createInterface({ input: createReadStream(splitPath).pipe(createGunzip()), crlfDelay: Infinity });
+    const batch = new SmallBodies();
     for await (const text of lines) {
       if (text === '') continue;
       const line = JSON.parse(text) as EntryLine | TrailerLine;
       if ('t' in line) {
+        if (!batch.empty) yield await batch.read();
         yield Buffer.from(line.t, 'base64');
         continue;
       }
-      yield Buffer.from(line.h, 'base64');
-      if (line.s > 0) yield* readBody(join(root, relName(line.p)), line.s);
+      const head = Buffer.from(line.h, 'base64');
+      const path = join(root, relName(line.p));
+      if (line.s > 0 && line.s <= SMALL_BODY) {
+        batch.add(head, path, line.s);
+        if (batch.full) yield await batch.read();
+        continue;
+      }
+      if (!batch.empty) yield await batch.read();
+      yield head;
+      if (line.s > 0) yield* readBody(path, line.s);
     }
+    if (!batch.empty) yield await batch.read();
   }
   return Readable.from(generate(), { objectMode: false });
 }
+
+/**
+ * Headers and small bodies laid out as the tar's bytes in one buffer, the bodies read into their places by one
+ * native.readFiles on a worker thread: a file read per entry on the main thread would wait for the disk there.
+ */
+class SmallBodies {
+  private heads: Buffer[] = [];
+  private paths: string[] = [];
+  private sizes: number[] = [];
+  private bytes = 0;
+
+  get empty(): boolean {
+    return this.heads.length === 0;
+  }
+  get full(): boolean {
+    return this.paths.length >= BATCH_FILES || this.bytes >= BATCH_BYTES;
+  }
+
+  add(head: Buffer, path: string, size: number): void {
+    this.heads.push(head);
+    this.paths.push(path);
+    this.sizes.push(size);
+    this.bytes += head.length + size;
+  }
+
+  /** The batch's bytes, and the batch emptied. */
+  async read(): Promise<Buffer> {
+    const out = Buffer.allocUnsafe(this.bytes);
+    const bodies: Buffer[] = [];
+    let off = 0;
+    this.heads.forEach((h, i) => {
+      off += h.copy(out, off);
+      bodies.push(out.subarray(off, (off += this.sizes[i]!)));
+    });
+    const paths = this.paths;
+    this.heads = [];
+    this.paths = [];
+    this.sizes = [];
+    this.bytes = 0;
+    try {
+      await native.readFiles(paths, bodies);
+    } catch (e) {
+      const path = paths[(e as { index?: number }).index ?? 0];
+      throw isErrno(e, 'ENODATA') ? shorter(path!) : e;
+    }
+    return out;
+  }
+}
+
+const shorter = (path: string) => corrupt(`layer data changed on disk: ${path} is shorter than recorded`);
 
 function* readBody(path: string, size: number): Generator<Buffer> {
   // O_NOFOLLOW: the recorded name held a regular file when applied; never read through a link now.
@@ -113,7 +179,7 @@ function* readBody(path: string, size: number): Generator<Buffer> {
     while (left > 0) {
       const buf = Buffer.allocUnsafe(Math.min(CHUNK, left));
       const n = readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) throw corrupt(`layer data changed on disk: ${path} is shorter than recorded`);
+      if (n === 0) throw shorter(path);
       left -= n;
       yield n === buf.length ? buf : buf.subarray(0, n);
     }
