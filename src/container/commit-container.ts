@@ -1,8 +1,9 @@
 import type { Stores } from '../stores.js';
-import { imageTopLayer, imageTops } from '../image/image-layers.js';
+import { imageTopLayer } from '../image/image-layers.js';
 import { applyConfigChanges } from '../image/config-changes.js';
 import { parseTagTarget, tagImage } from '../image/tag-image.js';
 import type { Image } from '../image/image-store.js';
+import { publishImage, releaseUnpublished } from '../image/publish-image.js';
 
 export interface CommitOptions {
   /** `repo[:tag]` to tag the new image with. */
@@ -43,11 +44,13 @@ export async function commitContainer(s: Stores, idOrName: string, opts: CommitO
     ],
   };
   try {
-    const image = await s.images.create(Buffer.from(JSON.stringify(config)), base.id);
-    if (opts.reference !== undefined) await tagImage(s, image.id, opts.reference);
-    return image;
+    const reference = opts.reference;
+    return await publishImage(s, Buffer.from(JSON.stringify(config)), {
+      parent: base.id,
+      named: reference === undefined ? undefined : (image) => tagImage(s, image.id, reference),
+    });
   } catch (e) {
-    await s.layers.releaseUnreferenced(layer.chainID, await imageTops(s));
+    await releaseUnpublished(s, [layer.chainID]);
     throw e;
   }
 }

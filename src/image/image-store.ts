@@ -5,6 +5,7 @@ import { writeFileAtomic } from '../util/atomic.js';
 import { digestHex, parseDigest, sha256, type Digest } from '../util/digest.js';
 import { isErrno, notFound } from '../errors.js';
 import { parseImageConfig, type ImageConfig } from './manifest.js';
+import { withFileLock } from '../util/lock.js';
 
 export interface Image {
   /** sha256 of the config bytes as stored. */
@@ -29,6 +30,14 @@ export class ImageStore {
   }
   private metaDir(id: Digest): string {
     return join(this.dir, 'metadata', 'sha256', digestHex(id));
+  }
+
+  /**
+   * Serialises what changes which images exist against what holds their layers: publishing an image
+   * (publish-image.ts) and deleting images with their layers (rmi, prune), across processes too.
+   */
+  lock<T>(fn: () => Promise<T>): Promise<T> {
+    return withFileLock(`${this.dir}.lock`, fn);
   }
 
   async init(): Promise<void> {

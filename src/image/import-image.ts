@@ -3,9 +3,9 @@ import type { Stores } from '../stores.js';
 import { decompress } from '../archive/compression.js';
 import { applyConfigChanges } from './config-changes.js';
 import { parseTagTarget, tagImage } from './tag-image.js';
-import { imageTops } from './image-layers.js';
 import { ociArch } from '../system/system-info.js';
 import type { Image } from './image-store.js';
+import { publishImage, releaseUnpublished } from './publish-image.js';
 
 export interface ImportOptions {
   /** `repo[:tag]` for the new image. */
@@ -29,11 +29,12 @@ export async function importImage(s: Stores, source: Readable, opts: ImportOptio
     history: [{ created: now, created_by: '', comment: opts.message ?? 'Imported from -' }],
   };
   try {
-    const image = await s.images.create(Buffer.from(JSON.stringify(config)));
-    if (opts.reference !== undefined) await tagImage(s, image.id, opts.reference);
-    return image;
+    const reference = opts.reference;
+    return await publishImage(s, Buffer.from(JSON.stringify(config)), {
+      named: reference === undefined ? undefined : (image) => tagImage(s, image.id, reference),
+    });
   } catch (e) {
-    await s.layers.releaseUnreferenced(layer.chainID, await imageTops(s));
+    await releaseUnpublished(s, [layer.chainID]);
     throw e;
   }
 }

@@ -6,9 +6,9 @@ import { decompress } from '../archive/compression.js';
 import { isStrataError } from '../errors.js';
 import { chainID } from '../layer/chain-id.js';
 import { readImageArchive } from './archive-reader.js';
-import { imageTops } from './image-layers.js';
 import { parseTagTarget } from './tag-image.js';
 import { tagKey } from './resolve-image.js';
+import { publishImage, releaseUnpublished } from './publish-image.js';
 
 /**
  * `docker load`: every image of a docker-save or OCI-layout archive (a tar stream, or a layout directory). Blobs are verified as they are
@@ -46,19 +46,20 @@ export async function loadImages(s: Stores, source: Readable | { dir: string }):
         }
         parent = chain;
       }
-      const image = await s.images.create(img.config.raw);
-      for (const t of img.repoTags) {
-        const ref = parseTagTarget(t);
-        const [repo, key] = tagKey(ref);
-        const before = await s.tags.set(repo, key, image.id);
-        if (before !== undefined) lines.push(`The image ${key} already exists, renaming the old one with ID ${before} to empty string`);
-        lines.push(`Loaded image: ${key}`);
-      }
+      const image = await publishImage(s, img.config.raw, {
+        named: async (image) => {
+          for (const t of img.repoTags) {
+            const [repo, key] = tagKey(parseTagTarget(t));
+            const before = await s.tags.set(repo, key, image.id);
+            if (before !== undefined) lines.push(`The image ${key} already exists, renaming the old one with ID ${before} to empty string`);
+            lines.push(`Loaded image: ${key}`);
+          }
+        },
+      });
       if (img.repoTags.length === 0) lines.push(`Loaded image ID: ${image.id}`);
     }
   } catch (e) {
-    const tops = await imageTops(s);
-    for (const chain of added.reverse()) await s.layers.releaseUnreferenced(chain, tops);
+    await releaseUnpublished(s, added.reverse());
     throw e;
   } finally {
     // Compressed layer blobs were only a vehicle: the layers hold the data now.

@@ -35,6 +35,10 @@ async function asStoredReference(s: Stores, refOrId: string): Promise<Reference 
  * never deleted. Layers go with the last image holding them.
  */
 export async function removeImage(s: Stores, refOrId: string, opts: { force?: boolean } = {}): Promise<DeleteResponse[]> {
+  return s.images.lock(() => removeLocked(s, refOrId, opts));
+}
+
+async function removeLocked(s: Stores, refOrId: string, opts: { force?: boolean }): Promise<DeleteResponse[]> {
   const img = await resolveImage(s, refOrId);
   const ref = await asStoredReference(s, refOrId);
   const names = await s.tags.referencesTo(img.id);
@@ -96,6 +100,10 @@ async function deleteImage(s: Stores, img: Image): Promise<{ responses: DeleteRe
 
 /** `docker image prune [-a]`: dangling images (no name), or with `all` every image no container uses. */
 export async function pruneImages(s: Stores, opts: { all?: boolean } = {}): Promise<{ ImagesDeleted: DeleteResponse[]; SpaceReclaimed: number }> {
+  return s.images.lock(() => pruneLocked(s, opts));
+}
+
+async function pruneLocked(s: Stores, opts: { all?: boolean }): Promise<{ ImagesDeleted: DeleteResponse[]; SpaceReclaimed: number }> {
   const deleted: DeleteResponse[] = [];
   let reclaimed = 0;
   for (const img of await s.images.list().catch(() => [])) {

@@ -10,7 +10,6 @@ import { checkLayerCount, isIndex, MAX_CONFIG_SIZE, parseImageConfig, parseManif
 import { isImageConfigMediaType } from '../image/media-types.js';
 import { currentPlatform, parsePlatform, selectManifest } from '../image/platform.js';
 import { familiarName, familiarString, parseReference, withDefaultTag, type Reference } from '../image/reference.js';
-import { imageTops } from '../image/image-layers.js';
 import { tagKey } from '../image/resolve-image.js';
 import { BlobSources } from './blob-sources.js';
 import { CredentialStore, type Credentials } from './credentials.js';
@@ -20,6 +19,7 @@ import { RegistryClient } from './registry-client.js';
 import { registryEndpoints, type RegistryEndpoint } from './registry-endpoint.js';
 import { NetworkError, networkError } from './http-transport.js';
 import { LayerTap } from './layer-tap.js';
+import { publishImage, releaseUnpublished } from '../image/publish-image.js';
 
 export interface PullOptions {
   /** `os/arch[/variant]`; default: this machine's. */
@@ -121,10 +121,13 @@ async function pullOne(s: Stores, cfg: RegistryConfig, ref: Reference, opts: Pul
     const existing = await s.images.get(sha256(configRaw)).then(() => true, () => false);
     const upToDate = existing && (await s.tags.get(...tagKey(ref))) === sha256(configRaw);
     await pullLayers(s, cfg, client, ep, ref, manifest.layers, config.rootfs.diff_ids);
-    const image = await s.images.create(configRaw);
     const [repo, key] = tagKey(ref);
-    await s.tags.set(repo, key, image.id);
-    await s.tags.set(repo, `${familiarName(ref)}@${top.digest}`, image.id);
+    const image = await publishImage(s, configRaw, {
+      named: async (image) => {
+        await s.tags.set(repo, key, image.id);
+        await s.tags.set(repo, `${familiarName(ref)}@${top.digest}`, image.id);
+      },
+    });
     emit(s, { status: `Digest: ${top.digest}` });
     emit(s, { status: upToDate ? `Status: Image is up to date for ${shown}` : `Status: Downloaded newer image for ${shown}` });
     return { reference: shown, digest: top.digest, id: image.id, upToDate };
@@ -372,8 +375,7 @@ async function pullLayers(s: Stores, cfg: RegistryConfig, client: RegistryClient
     for (const b of active) b.destroy();
     for (const t of taps.values()) t.detach(); // wakes a download waiting for an applier that is gone
     await Promise.allSettled([...downloads.values(), ...landings]);
-    const tops = await imageTops(s);
-    for (const i of added.sort((a, b) => b - a)) await s.layers.releaseUnreferenced(chains[i]!, tops).catch(() => undefined);
+    await releaseUnpublished(s, added.sort((a, b) => b - a).map((i) => chains[i]!));
     for (const r of ingestRefs) await s.content.abortIngest(r).catch(() => undefined);
     throw e;
   } finally {

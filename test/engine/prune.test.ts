@@ -5,7 +5,10 @@ import { createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runOk } from '../fixtures/run.js';
-import { ENGINE_DRIVERS, openTestStore, type TestStore } from '../helpers/engine.js';
+import { ENGINE_DRIVERS, openTestStore, storeListing, type TestStore } from '../helpers/engine.js';
+import { isStrataError } from '../../src/errors.js';
+import { publishImage } from '../../src/image/publish-image.js';
+import type { Stores } from '../../src/stores.js';
 
 for (const driver of ENGINE_DRIVERS) {
   describe(`image prune and system prune (${driver})`, () => {
@@ -61,6 +64,28 @@ for (const driver of ENGINE_DRIVERS) {
       assert.equal((await store.engine.images({ all: true })).length, 0);
       assert.equal(await layerCount(), 0);
       assert.equal((await store.engine.containers({ all: true })).length, 0);
+    });
+
+    it('publishing an image and removing images exclude each other: an image whose layer a removal released is refused', async () => {
+      const s = (store.engine as unknown as { s: Stores }).s;
+      const a = await importTar('shared', 'shared\n', 'shared:1');
+      // The config of a second image on the same layer (as a commit or load making it would have).
+      const raw = Buffer.from(JSON.stringify({ ...a.config, created: '2026-01-02T03:04:05Z' }));
+      // A prune waits while the lock is held (as by a publish in another process).
+      let release!: () => void;
+      const held = s.images.lock(() => new Promise<void>((r) => (release = r)));
+      let pruned = false;
+      const prune = store.engine.pruneImages({ all: true }).then((r) => ((pruned = true), r));
+      await new Promise((r) => setTimeout(r, 150));
+      assert.equal(pruned, false, 'prune ran while the image lock was held');
+      release();
+      await held;
+      assert.deepEqual((await prune).ImagesDeleted.filter((d) => 'Deleted' in d).length, 2, 'the image and its layer');
+      // The layer went with the pruned image: publishing the second image now fails and leaves nothing behind.
+      const before = await storeListing(store.root);
+      await assert.rejects(publishImage(s, raw, { named: () => Promise.reject(new Error('not reached')) }), (e) => isStrataError(e, 'ErrConflict') && /were removed while it was being made/.test(e.message));
+      assert.deepEqual(await storeListing(store.root), before);
+      assert.equal((await store.engine.images({ all: true })).length, 0);
     });
   });
 }
