@@ -5,6 +5,9 @@ import { asUnionError, fsError } from './fs-error.js';
 import type { Branch } from './branch-spec.js';
 import { LowerIndex, WH_OPAQUE, WH_PREFIX, type EntryKind } from './lower-index.js';
 import { UnionFileHandle } from './union-file-handle.js';
+import { native } from '../native/native.js';
+import { OVERLAY_XATTR_PREFIX } from '../archive/whiteout.js';
+import { xattrFailureTolerated } from '../archive/apply-rules.js';
 
 /** Linux' MAXSYMLINKS, NAME_MAX and PATH_MAX. */
 const MAX_SYMLINKS = 40;
@@ -261,9 +264,24 @@ export class UnionFs {
     return parent.rel === '' ? name : `${parent.rel}/${name}`;
   }
 
-  /** Copy metadata (owner, mode, times) of `st` onto the host path `p` (never following a symlink). */
-  private async copyMeta(p: string, st: Stats): Promise<void> {
+  /**
+   * Copy the metadata of `from` (whose lstat is `st`) onto the host path `p`, never following a symlink: owner,
+   * xattrs, mode, times, as overlayfs's copy-up keeps them (a file's capabilities, say). Owner first, as chown
+   * drops security.capability and setuid; overlayfs's own xattrs stay behind (in a lower branch they describe it).
+   */
+  private async copyMeta(p: string, from: string, st: Stats): Promise<void> {
     await fsp.lchown(p, st.uid, st.gid);
+    for (const name of native.llistxattr(from)) {
+      if (name.startsWith(OVERLAY_XATTR_PREFIX)) continue;
+      const value = native.lgetxattr(from, name);
+      if (value === null) continue;
+      try {
+        native.lsetxattr(p, name, value);
+      } catch (e) {
+        // As a layer apply: without root, trusted.* and security.* cannot be written, and stay behind.
+        if (!xattrFailureTolerated(e, process.getuid?.() !== 0)) throw e;
+      }
+    }
     if (!st.isSymbolicLink()) await fsp.chmod(p, st.mode & 0o7777);
     await fsp.lutimes(p, st.atime, st.mtime);
   }
@@ -278,7 +296,7 @@ export class UnionFs {
       if (!f.upperDir) {
         const st = await fsp.lstat(f.host);
         await fsp.mkdir(this.upperHost(f.rel), { mode: 0o700 });
-        await this.copyMeta(this.upperHost(f.rel), st);
+        await this.copyMeta(this.upperHost(f.rel), f.host, st);
         f.upperDir = true;
         f.branch = 0;
         f.host = this.upperHost(f.rel);
@@ -310,7 +328,7 @@ export class UnionFs {
         if (data) await fsp.copyFile(f.host, tmp, C.COPYFILE_FICLONE);
         else await (await fsp.open(tmp, 'wx', 0o600)).close();
       } else throw fsError('ENOTSUP', 'copyup', '/' + f.rel);
-      await this.copyMeta(tmp, st);
+      await this.copyMeta(tmp, f.host, st);
       await fsp.rename(tmp, dest);
     } catch (e) {
       await fsp.rm(tmp, { force: true });
@@ -343,7 +361,7 @@ export class UnionFs {
       if (st.nlink > 1) links.set(key, dest);
       await fsp.copyFile(f.host, dest, C.COPYFILE_FICLONE);
     } else throw fsError('ENOTSUP', 'copyup', '/' + f.rel);
-    await this.copyMeta(dest, st);
+    await this.copyMeta(dest, f.host, st);
   }
 
   private async whiteout(parent: Found, name: string): Promise<void> {

@@ -4,6 +4,7 @@ import { chmod, link, lstat, mkdir, mkdtemp, readdir, readFile, rm, symlink, wri
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openUnion } from '../../src/union/open-union.js';
+import { native } from '../../src/native/native.js';
 import { unmountUnder } from '../fixtures/unmount.js';
 import { isRoot, requireCap } from '../helpers/caps.js';
 import { KernelSide } from './differential/kernel-side.js';
@@ -406,5 +407,31 @@ describe('bad input, answered as the kernel answers (overlayfs mount, chrooted)'
       { readOnly: true },
     );
     if (codes) assert.deepEqual(codes, [...Array(16).fill('EROFS'), 'ENOENT', 'EEXIST', 'ENOENT']);
+  });
+});
+
+describe('union copy-up keeps xattrs', () => {
+  it('a file copied up for a write or a chmod and a directory copied up for a new entry keep their xattrs (file capabilities too, as root); overlayfs\'s own stay behind', async () => {
+    const [up, low] = await branches([{}, { 'bin/ping': 'PING', 'bin/tool': 'T' }]);
+    const caps = Buffer.from('0100000200040000000000000000000000000000', 'hex'); // cap_net_bind_service, effective
+    native.lsetxattr(join(low!, 'bin'), 'user.dir', Buffer.from('d1'));
+    native.lsetxattr(join(low!, 'bin/ping'), 'user.note', Buffer.from('n1'));
+    native.lsetxattr(join(low!, 'bin/tool'), 'user.tool', Buffer.from('t1'));
+    if (isRoot) {
+      native.lsetxattr(join(low!, 'bin/ping'), 'security.capability', caps);
+      native.lsetxattr(join(low!, 'bin/tool'), 'trusted.overlay.origin', Buffer.from('x'));
+    }
+    const u = await openUnion(`${up}=rw:${low}=ro`);
+    // (A write would drop security.capability, in the kernel, as it drops setuid: ping is only chmodded.)
+    await u.chmod('/bin/ping', 0o750);
+    await u.appendFile('/bin/tool', '!');
+    await u.writeFile('/bin/new', 'n');
+    const xattrs = (p: string) => Object.fromEntries(native.llistxattr(join(up!, p)).sort().map((n) => [n, native.lgetxattr(join(up!, p), n)!.toString('hex')]));
+    const hex = (s: string) => Buffer.from(s).toString('hex');
+    assert.deepEqual(xattrs('bin'), { 'user.dir': hex('d1') });
+    assert.deepEqual(xattrs('bin/ping'), { ...(isRoot ? { 'security.capability': caps.toString('hex') } : {}), 'user.note': hex('n1') });
+    assert.deepEqual(xattrs('bin/tool'), { 'user.tool': hex('t1') });
+    assert.equal(await u.readFile('/bin/tool', 'utf8'), 'T!');
+    assert.equal((await lstat(join(up!, 'bin/ping'))).mode & 0o777, 0o750);
   });
 });
