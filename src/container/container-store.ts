@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, mkdirSync, readdirSync, readlinkSync, symlinkSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, mkdirSync, readlinkSync, symlinkSync } from 'node:fs';
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../util/atomic.js';
@@ -82,13 +82,9 @@ export class ContainerStore {
     }
   }
 
-  /** Every name in use, without `/`. */
-  async names(): Promise<Set<string>> {
-    try {
-      return new Set(readdirSync(join(this.dir, '.names')));
-    } catch {
-      return new Set();
-    }
+  /** Whether a name (without `/`) is in use: one lookup in the name index, however many containers there are. */
+  nameTaken(name: string): boolean {
+    return lstatSync(this.namePath(name), { throwIfNoEntry: false }) !== undefined;
   }
 
   /** Find by full id, name (with or without `/`) or unique id prefix, as docker does. */

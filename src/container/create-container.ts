@@ -34,7 +34,7 @@ export async function createContainer(s: Stores, opts: CreateContainerOptions): 
   const rec: ContainerRecord = {
     ID: id,
     Created: new Date().toISOString(),
-    Name: `/${opts.name !== undefined ? validateName(opts.name) : randomName(await s.containers.names())}`,
+    Name: `/${opts.name !== undefined ? validateName(opts.name) : randomName((n) => s.containers.nameTaken(n))}`,
     Image: image.id,
     Driver: s.driver.name,
     Config: {
@@ -60,7 +60,7 @@ export async function createContainer(s: Stores, opts: CreateContainerOptions): 
     // Volumes are made under the containers' lock, so `volume rm`/`prune` never sees one before its user.
     await s.containers.lock(async () => {
       // A generated name another process took meanwhile is simply generated again.
-      if (opts.name === undefined) rec.Name = `/${randomName(await s.containers.names())}`;
+      if (opts.name === undefined) rec.Name = `/${randomName((n) => s.containers.nameTaken(n))}`;
       await s.containers.checkNameFree(rec.Name);
       rec.MountPoints = await createMounts(s, plan, mount.mountID, createdVolumes);
       await s.containers.add(rec);

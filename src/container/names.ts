@@ -5,12 +5,12 @@ import { invalidArgument } from '../errors.js';
 const LEFT = ['admiring', 'brave', 'calm', 'clever', 'eager', 'focused', 'gallant', 'happy', 'jolly', 'keen', 'lucid', 'modest', 'nifty', 'quirky', 'serene', 'stoic', 'tender', 'vibrant', 'wizardly', 'zealous'];
 const RIGHT = ['babbage', 'curie', 'darwin', 'euler', 'fermi', 'galois', 'hopper', 'hypatia', 'kepler', 'lamarr', 'lovelace', 'noether', 'pascal', 'ritchie', 'shannon', 'thompson', 'turing', 'wozniak', 'yalow', 'zuse'];
 
-/** A random name not in `taken`; like docker, a digit is appended when the plain names run short. */
-export function randomName(taken: ReadonlySet<string>): string {
+/** A random name `taken` says is free; like docker, a digit is appended when the plain names run short. */
+export function randomName(taken: (name: string) => boolean): string {
   for (let attempt = 0; ; attempt++) {
     let name = `${LEFT[randomInt(LEFT.length)]}_${RIGHT[randomInt(RIGHT.length)]}`;
     for (let d = 0; d < Math.floor(attempt / 10); d++) name += String(randomInt(10));
-    if (!taken.has(name)) return name;
+    if (!taken(name)) return name;
   }
 }
 
