@@ -91,7 +91,7 @@ int read_rest(int fd, uint8_t *data, size_t len, size_t off, const char **syscal
 }
 
 // Submits the reads of fds[0..n) and waits for those the kernel took; res[k] is each read's result (bytes or
-// -errno), 0 for a read it did not take (the caller then reads that file itself).
+// -errno), 0 for a read it did not take.
 static void ring_round(ring *r, const int *fds, uint8_t *const *data, const size_t *len, size_t n, int *res) {
   unsigned tail = *r->sq_tail;
   for (size_t k = 0; k < n; k++) {
@@ -148,10 +148,9 @@ int ring_read_files(char *const *paths, uint8_t *const *data, const size_t *len,
     ring_round(r, fds, data + start, len + start, opened, res);
     // The first failure in path order is the one reported, as if the files had been read one after another.
     for (size_t k = 0; k < opened; k++) {
-      int e = res[k] < 0 ? -res[k] : 0;
-      if (e == EINTR || e == EAGAIN) e = 0, res[k] = 0;
-      if (!e) e = read_rest(fds[k], data[start + k], len[start + k], (size_t)res[k], syscall);
-      else *syscall = "read";
+      // The rest of a short read is read here, and all of a failed one: the plain call retries it (EINTR, EAGAIN,
+      // whatever a filesystem may answer the ring only) and says why if it fails too.
+      int e = read_rest(fds[k], data[start + k], len[start + k], res[k] > 0 ? (size_t)res[k] : 0, syscall);
       close(fds[k]);
       if (e) {
         for (size_t j = k + 1; j < opened; j++) close(fds[j]);
