@@ -1,20 +1,20 @@
-import { closeSync, constants as C, lstatSync, openSync, readlinkSync, readSync, type BigIntStats } from 'node:fs';
+import { constants as C, lstatSync, readlinkSync, type BigIntStats } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Change } from '../driver/driver.js';
-import { conflict, isErrno } from '../errors.js';
+import { conflict } from '../errors.js';
 import { native, SCAN_FIELDS, type DirScan } from '../native/native.js';
 import { devMajor, devMinor } from './device-number.js';
 import { relBasename, relDirname, SafeParents } from './root-path.js';
 import type { EntryType, TarHeader } from './tar/tar-header.js';
-import { padding } from './tar/tar-fields.js';
-import { encodeHeader, writeTar, type TarWriteEntry } from './tar/tar-writer.js';
+import { writeTar, type TarWriteEntry } from './tar/tar-writer.js';
+import { hostTar, shrank, type HostEntry } from './host-tar.js';
 import { OVERLAY_OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_META_PREFIX, WHITEOUT_OPAQUE, WHITEOUT_PREFIX } from './whiteout.js';
 
 /*
  * Layer tars from trees on disk, deterministic: entries sorted by name, mtimes as on disk truncated to the second
  * (as Docker's archive writes them: an entry then needs no PAX header for its time, ~1 KiB less per file),
  * numeric owners with empty uname/gname, no atime/ctime, xattrs in name order, a non-directory inode seen
- * twice becomes a hardlink to its first name. File bodies stream from disk in 1 MiB chunks.
+ * twice becomes a hardlink to its first name. The bytes are written by hostTar (host-tar.ts).
  */
 
 /**
@@ -43,12 +43,12 @@ export function exportChanges(root: string, changes: Change[]): Readable {
       if (e) yield e;
     }
   }
-  return writeTar(withBodies(entries()));
+  return hostTar(entries());
 }
 
 /** A whole tree as a tar (for `export`, and to build a base layer); the root itself has no entry. */
 export function exportTree(root: string): Readable {
-  return writeTar(withBodies(treeEntries(root, 'tree')));
+  return hostTar(treeEntries(root, 'tree'));
 }
 
 /**
@@ -56,7 +56,7 @@ export function exportTree(root: string): Readable {
  * directory getting a `.wh..wh..opq` entry right after its own (the xattr itself is not exported).
  */
 export function exportOverlayUpper(upperDir: string): Readable {
-  return writeTar(withBodies(treeEntries(upperDir, 'overlay')));
+  return hostTar(treeEntries(upperDir, 'overlay'));
 }
 
 /**
@@ -64,7 +64,7 @@ export function exportOverlayUpper(upperDir: string): Readable {
  * so it is tarred as it is, without AUFS's own `.wh..wh.*` metadata (as Docker's aufs Diff).
  */
 export function exportAufsLayer(layerDir: string): Readable {
-  return writeTar(withBodies(treeEntries(layerDir, 'aufs')));
+  return hostTar(treeEntries(layerDir, 'aufs'));
 }
 
 /** Subdirectories scanned ahead of the walk, per directory being walked: each scan is a thread-pool round trip. */
@@ -299,7 +299,7 @@ function entryFor(rel: string, host: string, st: EntryStat, links: Map<string, s
   addXattrs(h, xattrs);
   if (h.type === 'symlink') h.linkname = target!;
   if (h.type !== 'file' || h.size === 0) return { header: h };
-  return h.size <= PREFETCH_MAX ? { header: h, host } : { header: h, body: fileBody(host, h.size) };
+  return { header: h, host };
 }
 
 /** The calls of node:fs/promises a tree walk needs, on absolute paths (a UnionFs has them). */
@@ -362,111 +362,4 @@ async function* fsFileBody(fs: TreeFs, path: string, size: number): AsyncGenerat
   } finally {
     await h.close();
   }
-}
-
-/** An entry of a tree on the host; `host` names a small file whose body withBodies reads. */
-type HostEntry = TarWriteEntry & { host?: string };
-
-/** Files up to this size are read whole, in batches on a worker thread; bigger ones stream in chunks. */
-const PREFETCH_MAX = 1 << 20;
-const PREFETCH_FILES = 64;
-const PREFETCH_BYTES = 4 << 20;
-const READS_AHEAD = 3;
-
-/**
- * The entries with the bodies of their small files read in batches by native.readFiles on worker threads, up to
- * READS_AHEAD batches ahead of the tar writer: the walk and the tar encoding go on while files are read. Each
- * batch is laid out as finished tar bytes in one allocation (the previous body's padding, header, body, ...),
- * the bodies read into their places: the writer passes the contiguous views on without copying them, and no
- * ArrayBuffer is made per small file or header (each cost more than its read).
- */
-async function* withBodies(entries: Iterator<HostEntry> | AsyncIterator<HostEntry>): AsyncGenerator<TarWriteEntry> {
-  let owed = 0; // the padding the last entry taken still owes after its body
-  const take = async () => {
-    const batch: HostEntry[] = [];
-    const heads: Buffer[] = [];
-    const pads: number[] = []; // the padding before each entry's header
-    const paths: string[] = [];
-    let bytes = 0;
-    let reading = 0;
-    while (paths.length < PREFETCH_FILES && reading < PREFETCH_BYTES) {
-      const r = await entries.next();
-      if (r.done) break;
-      const e = r.value;
-      const head = encodeHeader(e.header);
-      const body = e.host === undefined ? 0 : e.header.size;
-      batch.push(e);
-      heads.push(head);
-      pads.push(owed);
-      if (body > 0) paths.push(e.host!);
-      bytes += owed + head.length + body;
-      reading += body;
-      owed = padding(e.header.size);
-    }
-    const arena = Buffer.allocUnsafe(bytes);
-    const bodies: Buffer[] = [];
-    let off = 0;
-    batch.forEach((e, i) => {
-      const start = off;
-      arena.fill(0, off, (off += pads[i]!));
-      off += heads[i]!.copy(arena, off);
-      e.headerBytes = arena.subarray(start, off);
-      if (e.host !== undefined) bodies.push((e.body = arena.subarray(off, (off += e.header.size))));
-    });
-    const read = paths.length === 0 ? null : native.readFiles(paths, bodies).catch((e: Error & { index?: number }) => e);
-    return { batch, paths, read };
-  };
-  try {
-    // Batches are taken one after another (the walk may wait for a directory scan), READS_AHEAD of them ahead of
-    // the writer, so that as many reads are in flight: a settled cache makes every read wait for the disk.
-    const queue: Array<ReturnType<typeof take>> = [];
-    const refill = () => {
-      while (queue.length < READS_AHEAD) {
-        const p = (queue.at(-1) ?? Promise.resolve()).then(take);
-        p.catch(() => undefined); // awaited below, unless the writer stops first
-        queue.push(p);
-      }
-    };
-    for (;;) {
-      refill();
-      const { batch, paths, read } = await queue.shift()!;
-      if (batch.length === 0) break;
-      const failure = await read;
-      if (failure) {
-        const path = paths[failure.index ?? 0] ?? '';
-        throw isErrno(failure, 'ENODATA') ? shrank(path, failure) : readFailure(path, failure);
-      }
-      yield* batch;
-    }
-  } finally {
-    await entries.return?.();
-  }
-}
-
-/** Exactly `size` bytes of a regular file, opened without following a link when the writer gets to it (synchronously: no event-loop hop per small file). */
-function* fileBody(path: string, size: number): Generator<Buffer> {
-  let fd: number;
-  try {
-    fd = openSync(path, C.O_RDONLY | C.O_NOFOLLOW);
-  } catch (e) {
-    throw readFailure(path, e);
-  }
-  try {
-    for (let left = size; left > 0; ) {
-      const buf = Buffer.allocUnsafe(Math.min(CHUNK, left));
-      const n = readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) throw shrank(path);
-      left -= n;
-      yield n === buf.length ? buf : buf.subarray(0, n);
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
-
-const shrank = (path: string, cause?: unknown) => conflict(`${path} shrank while its layer was being exported`, cause);
-
-/** A file measured by the walk that is gone, or a link now, when its body is read: a change under the export. */
-function readFailure(path: string, e: unknown): unknown {
-  return isErrno(e, 'ENOENT') || isErrno(e, 'ELOOP') ? conflict(`${path} changed while its layer was being exported`, e) : e;
 }
