@@ -1,8 +1,7 @@
-import { constants as C } from 'node:fs';
-import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { conflict, isErrno } from '../errors.js';
 import { native } from '../native/native.js';
+import { readExactly } from '../util/read-exactly.js';
 import type { TarHeader } from './tar/tar-header.js';
 import { BLOCK, padding } from './tar/tar-fields.js';
 import { encodeHeader } from './tar/tar-writer.js';
@@ -22,7 +21,6 @@ const BATCH_FILES = 64;
 const BATCH_BYTES = 4 << 20;
 const BATCH_ENTRIES = 1024;
 const READS_AHEAD = 3;
-const CHUNK = 1 << 20;
 
 /** A batch of entries laid out as tar bytes; a big file's body goes out between `arena` views. */
 interface Batch {
@@ -104,7 +102,7 @@ async function* hostTarBytes(entries: Iterator<HostEntry> | AsyncIterator<HostEn
       let from = 0;
       for (const cut of b.cuts) {
         yield b.arena.subarray(from, cut.at);
-        yield* fileBody(cut.path, cut.size);
+        yield* readExactly(cut.path, cut.size, { failed: (e) => readFailure(cut.path, e), short: () => shrank(cut.path) });
         from = cut.at;
       }
       if (from < b.arena.length) yield b.arena.subarray(from);
@@ -114,27 +112,6 @@ async function* hostTarBytes(entries: Iterator<HostEntry> | AsyncIterator<HostEn
   }
   // The end: the last body's padding and two zero blocks.
   yield Buffer.alloc(owed + 2 * BLOCK);
-}
-
-/** Exactly `size` bytes of a big regular file, in chunks read on the thread pool, never through a symlink. */
-async function* fileBody(path: string, size: number): AsyncGenerator<Buffer> {
-  let fh;
-  try {
-    fh = await open(path, C.O_RDONLY | C.O_NOFOLLOW);
-  } catch (e) {
-    throw readFailure(path, e);
-  }
-  try {
-    for (let left = size; left > 0; ) {
-      const buf = Buffer.allocUnsafe(Math.min(CHUNK, left));
-      const { bytesRead } = await fh.read(buf, 0, buf.length, size - left);
-      if (bytesRead === 0) throw shrank(path);
-      left -= bytesRead;
-      yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
-    }
-  } finally {
-    await fh.close();
-  }
 }
 
 export const shrank = (path: string, cause?: unknown) => conflict(`${path} shrank while its layer was being exported`, cause);

@@ -1,11 +1,12 @@
 import { createGzip, createGunzip } from 'node:zlib';
-import { createReadStream, createWriteStream, openSync, closeSync, readSync, constants as C } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { join } from 'node:path';
 import { corrupt, isErrno } from '../errors.js';
 import { native } from '../native/native.js';
+import { readExactly } from '../util/read-exactly.js';
 
 /*
  * A layer tar's framing, recorded while the layer is applied, so the exact original bytes (and so the
@@ -86,7 +87,6 @@ function relName(name: string): string {
   return name.replace(/^(\.?\/)+/, '');
 }
 
-const CHUNK = 1 << 20;
 /** Bodies up to this size are read in batches on a worker thread (native.readFiles), up to BATCH_FILES or BATCH_BYTES at a time. */
 const SMALL_BODY = 1 << 20;
 const BATCH_FILES = 64;
@@ -114,7 +114,8 @@ export function tarSplitStream(splitPath: string, root: string): Readable {
       }
       if (!batch.empty) yield await batch.read();
       yield head;
-      if (line.s > 0) yield* readBody(path, line.s);
+      // O_NOFOLLOW: the recorded name held a regular file when applied; never read through a link now.
+      if (line.s > 0) yield* readExactly(path, line.s, { failed: (e) => e, short: () => shorter(path) });
     }
     if (!batch.empty) yield await batch.read();
   }
@@ -170,20 +171,3 @@ class SmallBodies {
 }
 
 const shorter = (path: string) => corrupt(`layer data changed on disk: ${path} is shorter than recorded`);
-
-function* readBody(path: string, size: number): Generator<Buffer> {
-  // O_NOFOLLOW: the recorded name held a regular file when applied; never read through a link now.
-  const fd = openSync(path, C.O_RDONLY | C.O_NOFOLLOW);
-  try {
-    let left = size;
-    while (left > 0) {
-      const buf = Buffer.allocUnsafe(Math.min(CHUNK, left));
-      const n = readSync(fd, buf, 0, buf.length, null);
-      if (n === 0) throw shorter(path);
-      left -= n;
-      yield n === buf.length ? buf : buf.subarray(0, n);
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
