@@ -279,10 +279,12 @@ export class Overlay2Driver implements Driver {
    */
   async populate(id: string, fill: (root: string) => Promise<void>): Promise<void> {
     const dir = await this.mustExist(id);
-    if (!existsSync(join(dir, 'lower')) || existsSync(join(dir, 'committed'))) return populateThroughGet(this, id, fill);
+    const lower = readOptionalSync(join(dir, 'lower'));
+    if (!lower || existsSync(join(dir, 'committed'))) return populateThroughGet(this, id, fill);
     const upper = join(dir, 'diff');
     await fill(upper);
-    coverLowerDirs(upper, await this.lowerDirs(id), overlayForm);
+    // The lowers by their l/ links (no readlink each): lookups below a link resolve through it.
+    coverLowerDirs(upper, lower.trim().split(':').map((l) => join(this.home, l)), overlayForm);
   }
 
   async put(id: string): Promise<void> {
