@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, readdir, rename, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -131,9 +131,9 @@ export class LayerStore {
     const parentLayer = parent === null || early ? null : await this.get(parent);
     let depth = checkDepth((parentLayer?.depth ?? 0) + 1);
     const cacheID = randomID();
-    const tmp = join(this.dir, 'tmp', cacheID);
+    const tmp = join(this.dir, 'tmp', tmpName(cacheID));
     // Intent first: a crash from here on leaves a tmp entry naming the driver directory to reap.
-    writeRecord(tmp, { 'cache-id': cacheID, pid: String(process.pid) });
+    writeRecord(tmp, { 'cache-id': cacheID });
     const split = new TarSplitWriter(join(tmp, 'tar-split.ndjson.gz'));
     try {
       await this.driver.create(cacheID, parentLayer?.cacheID ?? null);
@@ -170,7 +170,6 @@ export class LayerStore {
         await this.driver.setParent!(cacheID, p.cacheID);
       }
       writeRecord(tmp, { diff: diffID, ...(parent !== null ? { parent } : {}), size: String(size), 'tar-size': String(digester.size), depth: String(depth) });
-      await rm(join(tmp, 'pid'));
       const existing = await this.lock(async () => {
         if (await this.has(chain)) return true;
         await fsyncDir(tmp);
@@ -266,13 +265,12 @@ export class LayerStore {
     const mountID = randomID();
     const initID = `${mountID}-init`;
     const dir = this.mountDir(container);
-    const tmp = join(this.dir, 'tmp', `mount-${mountID}`);
-    writeRecord(tmp, { 'mount-id': mountID, 'init-id': initID, pid: String(process.pid), ...(parent !== null ? { parent } : {}) });
+    const tmp = join(this.dir, 'tmp', tmpName(`mount-${mountID}`));
+    writeRecord(tmp, { 'mount-id': mountID, 'init-id': initID, ...(parent !== null ? { parent } : {}) });
     try {
       await this.driver.createReadWrite(initID, parentCacheID);
       await (this.driver.populate ? this.driver.populate(initID, initFn) : populateThroughGet(this.driver, initID, initFn));
       await this.driver.createReadWrite(mountID, initID, { storageOpt });
-      unlinkSync(join(tmp, 'pid'));
       // No fsync: syncing the directory would not make the record's files durable, and Docker writes its mount
       // records plainly too; the container record written after it is the synced commit point.
       await this.lock(async () => renameSync(tmp, dir));
@@ -332,8 +330,8 @@ export class LayerStore {
     let n = 0;
     const tmpDir = join(this.dir, 'tmp');
     for (const name of await readdir(tmpDir)) {
-      const pid = await readFile(join(tmpDir, name, 'pid'), 'utf8').catch(() => null);
-      if (pid !== null && isAlive(Number(pid))) continue;
+      const pid = await tmpOwner(tmpDir, name);
+      if (pid !== null && isAlive(pid)) continue;
       for (const idFile of ['cache-id', 'mount-id', 'init-id']) {
         const id = await readFile(join(tmpDir, name, idFile), 'utf8').catch(() => null);
         if (id !== null) await this.driver.remove(id.trim()).catch(() => undefined);
@@ -349,6 +347,20 @@ export class LayerStore {
 function writeRecord(dir: string, fields: Record<string, string>): void {
   mkdirSync(dir, { recursive: true });
   for (const [name, value] of Object.entries(fields)) writeFileSync(join(dir, name), value);
+}
+
+/**
+ * A tmp entry's name: what it holds, then the pid of the process making it (alive: not an orphan). In the name,
+ * not in a file of the entry, so nothing is written and removed again before the entry is renamed into place.
+ */
+const tmpName = (what: string) => `${what}.${process.pid}`;
+
+/** The pid making a tmp entry: from its name, or from the `pid` file earlier versions wrote into it. */
+async function tmpOwner(tmpDir: string, name: string): Promise<number | null> {
+  const m = /\.(\d+)$/.exec(name);
+  if (m) return Number(m[1]);
+  const pid = await readFile(join(tmpDir, name, 'pid'), 'utf8').catch(() => null);
+  return pid === null ? null : Number(pid);
 }
 
 function isAlive(pid: number): boolean {

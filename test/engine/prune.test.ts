@@ -1,6 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -64,6 +65,26 @@ for (const driver of ENGINE_DRIVERS) {
       assert.equal((await store.engine.images({ all: true })).length, 0);
       assert.equal(await layerCount(), 0);
       assert.equal((await store.engine.containers({ all: true })).length, 0);
+    });
+
+    it('system prune reaps what a crashed layer registration or create left in layerdb/tmp, never what a live process is making', async () => {
+      const s = (store.engine as unknown as { s: Stores }).s;
+      const tmpDir = join(store.root, 'image', driver, 'layerdb', 'tmp');
+      const dead = spawnSync('true').pid!; // a process that has exited
+      const intent = async (name: string, id: string, pid?: number) => {
+        await s.driver.create(id, null);
+        await mkdir(join(tmpDir, name));
+        await writeFile(join(tmpDir, name, 'cache-id'), id);
+        if (pid !== undefined) await writeFile(join(tmpDir, name, 'pid'), String(pid)); // as earlier versions wrote it
+      };
+      await intent(`crashed.${dead}`, 'crashed');
+      await intent('older', 'older', dead);
+      await intent(`making.${process.pid}`, 'making');
+      await store.engine.prune({});
+      assert.deepEqual(await readdir(tmpDir), [`making.${process.pid}`]);
+      assert.deepEqual([await s.driver.exists('crashed'), await s.driver.exists('older'), await s.driver.exists('making')], [false, false, true]);
+      await s.driver.remove('making');
+      await rm(join(tmpDir, `making.${process.pid}`), { recursive: true });
     });
 
     it('publishing an image and removing images exclude each other: an image whose layer a removal released is refused', async () => {
