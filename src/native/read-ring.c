@@ -113,7 +113,7 @@ static void ring_round(ring *r, const int *fds, uint8_t *const *data, const size
   while (seen < taken || (!refused && taken < n)) {
     unsigned to_submit = refused ? 0 : (unsigned)(n - taken);
     int got = (int)syscall(__NR_io_uring_enter, r->fd, to_submit, (unsigned)((refused ? taken : n) - seen), IORING_ENTER_GETEVENTS, NULL, 0);
-    if (got < 0 && errno != EINTR && !refused) {
+    if (!refused && ((got < 0 && errno != EINTR) || (got == 0 && to_submit > 0))) {
       // Nothing more taken: withdraw the rest from the ring; the reads already in flight are still waited for,
       // as they write into the caller's buffers.
       refused = 1;
