@@ -25,8 +25,16 @@ export interface CreateContainerOptions {
   mounts?: MountFlags;
 }
 
-/** A new container: image top layer -> `<mount-id>-init` -> the container's read-write layer. */
-export async function createContainer(s: Stores, opts: CreateContainerOptions): Promise<ContainerRecord> {
+/**
+ * A new container: image top layer -> `<mount-id>-init` -> the container's read-write layer. Under the image
+ * lock, which rmi and prune take to delete images and release their layers: the image cannot go away between
+ * being resolved and being held by the container's layer and record.
+ */
+export function createContainer(s: Stores, opts: CreateContainerOptions): Promise<ContainerRecord> {
+  return s.images.lock(() => create(s, opts));
+}
+
+async function create(s: Stores, opts: CreateContainerOptions): Promise<ContainerRecord> {
   const image = await resolveImage(s, opts.image);
   const id = randomBytes(32).toString('hex');
   const imgCfg = image.config.config ?? {};

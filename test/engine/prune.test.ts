@@ -87,6 +87,28 @@ for (const driver of ENGINE_DRIVERS) {
       await rm(join(tmpDir, `making.${process.pid}`), { recursive: true });
     });
 
+    it('a create waits for an image removal in progress, and then finds the image gone: no container, no layer left', async () => {
+      const s = (store.engine as unknown as { s: Stores }).s;
+      const img = await importTar('doomed', 'doomed\n', 'doomed:1');
+      const before = await storeListing(store.root);
+      let created: Promise<unknown> | undefined;
+      let done = false;
+      // This holder of the image lock plays an rmi in another process: it deletes the image and its layer.
+      await s.images.lock(async () => {
+        created = store.engine.create({ image: 'doomed:1' }).finally(() => (done = true));
+        created.catch(() => undefined);
+        await new Promise((r) => setTimeout(r, 150));
+        assert.equal(done, false, 'the create ran while the image lock was held');
+        await s.tags.delete('doomed', 'doomed:1');
+        await s.images.delete(img.id);
+        await s.layers.releaseUnreferenced(img.config.rootfs.diff_ids[0]!, new Set());
+      });
+      await assert.rejects(created!, (e) => isStrataError(e, 'ErrNotFound'));
+      assert.equal((await store.engine.containers({ all: true })).filter((c) => c.Image === img.id).length, 0);
+      assert.ok((await storeListing(store.root)).length < before.length, 'the image and its layer are gone');
+      assert.deepEqual((await storeListing(store.root)).filter((p) => p.includes('mounts') || p.includes('containers/')), before.filter((p) => p.includes('mounts') || p.includes('containers/')));
+    });
+
     it('publishing an image and removing images exclude each other: an image whose layer a removal released is refused', async () => {
       const s = (store.engine as unknown as { s: Stores }).s;
       const a = await importTar('shared', 'shared\n', 'shared:1');
