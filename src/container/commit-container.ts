@@ -1,4 +1,5 @@
 import type { Stores } from '../stores.js';
+import { notFound } from '../errors.js';
 import { imageTopLayer } from '../image/image-layers.js';
 import { applyConfigChanges } from '../image/config-changes.js';
 import { parseTagTarget, tagImage } from '../image/tag-image.js';
@@ -23,7 +24,15 @@ export async function commitContainer(s: Stores, idOrName: string, opts: CommitO
   const c = await s.containers.resolve(idOrName);
   const mount = await s.layers.getMount(c.ID);
   const base = await s.images.get(c.Image);
-  const layer = await s.layers.register(await s.layers.diff(mount), imageTopLayer(base));
+  let layer;
+  try {
+    layer = await s.layers.register(await s.layers.diff(mount), imageTopLayer(base));
+  } catch (e) {
+    // Another process removed the container (its layers go first) while its changes were read: say so, not
+    // which file went missing.
+    if (!(await s.layers.getMount(c.ID).then(() => true, () => false))) throw notFound(`No such container: ${idOrName} (it was removed while being committed)`, e);
+    throw e;
+  }
   const now = new Date().toISOString();
   const { Hostname: _h, Image: _i, ...containerConfig } = c.Config;
   const config = {
