@@ -2,6 +2,7 @@
 // printing each unexpected failure as a JSON line. Expected failures are those another process can cause: an
 // image or container gone (ErrNotFound), an image in use or its layers just removed (ErrConflict).
 import { createReadStream } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { Engine } from '../../src/engine.js';
 import { isStrataError } from '../../src/errors.js';
 
@@ -27,6 +28,12 @@ for (let i = 0; Date.now() < deadline; i++) {
     await attempt('import', () => engine.import(createReadStream(variants[i % variants.length]!), { reference: tag }));
     const c = (await attempt('create', () => engine.create({ image: tag }))) as { ID: string } | undefined;
     if (c) {
+      const root = (await attempt('mount', () => engine.mount(c.ID))) as string | undefined;
+      if (root !== undefined) {
+        // The container may be removed, and its view unmounted, by the other process meanwhile.
+        await attempt('write', () => writeFile(`${root}/etc/written-${i}`, 'x').catch((e) => (e.code === 'ENOENT' ? undefined : Promise.reject(e))));
+        await attempt('unmount', () => engine.unmount(c.ID));
+      }
       await attempt('commit', () => engine.commit(c.ID, { reference: `c:${process.pid}-${i}` }));
       await attempt('rm', () => engine.rm(c.ID, { force: true }));
     }

@@ -22,7 +22,7 @@ for (const driver of ENGINE_DRIVERS) {
       await store?.dispose();
     });
 
-    it(`importing, creating, committing and removing in one process while another prunes, for ${SECONDS} s, leave every image with its layers and nothing half-made`, async () => {
+    it(`importing, creating, writing through a mount, committing and removing in one process while another prunes, for ${SECONDS} s, leave every image with its layers and nothing half-made`, async () => {
       const tars: string[] = [];
       for (const v of ['a', 'b']) {
         const dir = join(store.root, '..', `${driver}-tree-${v}-${process.pid}`);
