@@ -10,7 +10,7 @@ import { Digester, digestHex, parseDigest, type Digest } from '../util/digest.js
 import { fsyncDir } from '../util/atomic.js';
 import { withFileLock } from '../util/lock.js';
 import { readOptionalSync } from '../util/read-optional.js';
-import { corrupt, digestMismatch, isErrno, limit, notFound } from '../errors.js';
+import { corrupt, digestMismatch, isErrno, isStrataError, limit, notFound } from '../errors.js';
 import { chainID } from './chain-id.js';
 import { TarSplitWriter, tarSplitStream } from './tar-split.js';
 
@@ -202,7 +202,9 @@ export class LayerStore {
     const release = () => (own === null ? driver.put(layer.cacheID) : Promise.resolve());
     const digester = new Digester();
     const body = tarSplitStream(join(this.layerDir(chain), 'tar-split.ndjson.gz'), root);
+    const exists = () => this.has(chain);
     async function* verified(): AsyncGenerator<Buffer> {
+      let failed = false;
       try {
         for await (const chunk of body) {
           digester.update(chunk);
@@ -210,8 +212,16 @@ export class LayerStore {
         }
         const got = await digester.digest();
         if (got !== layer.diffID) throw corrupt(`could not verify layer data for ${chain}: expected ${layer.diffID}, got ${got}`);
+      } catch (e) {
+        failed = true;
+        // An image removal in another process released the layer while it was read (a save or push of it).
+        if (!(await exists())) throw notFound(`layer ${chain} was removed while it was being read`, e);
+        throw e;
       } finally {
-        await release();
+        // A layer removed meanwhile has nothing left to put; and what failed the read is the error to report.
+        await release().catch((e) => {
+          if (!failed && !isStrataError(e, 'ErrNotFound')) throw e;
+        });
       }
     }
     return Readable.from(verified(), { objectMode: false });

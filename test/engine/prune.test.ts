@@ -109,6 +109,24 @@ for (const driver of ENGINE_DRIVERS) {
       assert.deepEqual((await storeListing(store.root)).filter((p) => p.includes('mounts') || p.includes('containers/')), before.filter((p) => p.includes('mounts') || p.includes('containers/')));
     });
 
+    it('a save racing with the removal of its image fails with ErrNotFound, not with a missing file', async () => {
+      const dir = join(work, 'many');
+      await mkdir(join(dir, 'd'), { recursive: true });
+      for (let i = 0; i < 3000; i++) await writeFile(join(dir, 'd', `f${i}`), Buffer.alloc(2000, i));
+      await runOk('tar', ['-C', dir, '-cf', `${dir}.tar`, 'd']);
+      await store.engine.import(createReadStream(`${dir}.tar`), { reference: 'racing:1' });
+      const saving = (await store.engine.save(['racing:1']))[Symbol.asyncIterator]();
+      // Well into the layer's ~7.5 MB, then the image goes.
+      for (let read = 0; read < 2 << 20; ) read += ((await saving.next()).value as Buffer).length;
+      await store.engine.rmi('racing:1');
+      await assert.rejects(
+        (async () => {
+          while (!(await saving.next()).done);
+        })(),
+        (e) => isStrataError(e, 'ErrNotFound') && /was removed while it was being read/.test(e.message),
+      );
+    });
+
     it('publishing an image and removing images exclude each other: an image whose layer a removal released is refused', async () => {
       const s = (store.engine as unknown as { s: Stores }).s;
       const a = await importTar('shared', 'shared\n', 'shared:1');
