@@ -16,7 +16,7 @@ export interface HostEntry {
 }
 
 /** Files up to this size are read whole, in batches on a worker thread; bigger ones stream in chunks. */
-export const SMALL_FILE = 1 << 20;
+const SMALL_FILE = 1 << 20;
 const BATCH_FILES = 64;
 const BATCH_BYTES = 4 << 20;
 const BATCH_ENTRIES = 1024;
