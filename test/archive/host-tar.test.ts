@@ -4,15 +4,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { hostTar, type HostEntry } from '../../src/archive/host-tar.js';
-import type { TarHeader } from '../../src/archive/tar/tar-header.js';
 import { writeTar } from '../../src/archive/tar/tar-writer.js';
 import { isStrataError } from '../../src/errors.js';
 import { collect } from './apply-fixtures.js';
+import { hdr } from './tar-fixture.js';
 
-const header = (name: string, type: TarHeader['type'], size = 0): TarHeader => ({
-  name, type, mode: 0o644, uid: 0, gid: 0, uname: '', gname: '', size,
-  mtime: { sec: 1_700_000_000, nsec: 0 }, linkname: '', devmajor: 0, devminor: 0, xattrs: new Map(), pax: new Map(),
-});
+const header = (name: string, type: 'file' | 'directory', size = 0) => hdr({ name, type, size });
 
 describe('hostTar', () => {
   let tmp: string;

@@ -7,6 +7,12 @@ import type { TarHeader, TarTime } from '../../src/archive/tar/tar-header.js';
 
 /** Shared by the tar tests: a tree with every kind of entry and metadata a layer can carry, and a Python tarfile oracle. */
 
+/** A header for the tests that build tar entries: a plain 0644 root-owned entry, `h` overriding any field. */
+export const hdr = (h: Partial<TarHeader> & Pick<TarHeader, 'name' | 'type'>): TarHeader => ({
+  mode: 0o644, uid: 0, gid: 0, uname: '', gname: '', size: 0, mtime: { sec: 1700000000, nsec: 0 }, linkname: '',
+  devmajor: 0, devminor: 0, xattrs: new Map(), pax: new Map(), ...h,
+});
+
 export const LONG_DIR = 'd'.repeat(60) + '/' + 'e'.repeat(60);
 export const LONG_PATH = LONG_DIR + '/' + 'f'.repeat(200 - LONG_DIR.length - 1); // 200 characters
 export const LONG_TARGET = 't'.repeat(70) + '/' + 'u'.repeat(79); // 150 characters

@@ -11,7 +11,7 @@ import { writeTar, type TarWriteEntry } from '../../src/archive/tar/tar-writer.j
 import type { TarHeader } from '../../src/archive/tar/tar-header.js';
 import { isStrataError } from '../../src/errors.js';
 import { requireCap, isRoot } from '../helpers/caps.js';
-import { makeTree, gnuTar, pythonDump, assertSameAsPython, XATTR_BIN } from './tar-fixture.js';
+import { makeTree, gnuTar, pythonDump, assertSameAsPython, XATTR_BIN, hdr } from './tar-fixture.js';
 
 let tmp = '';
 let root = '';
@@ -41,10 +41,6 @@ async function headersOf(bytes: Buffer): Promise<TarHeader[]> {
   return out;
 }
 
-const hdr = (h: Partial<TarHeader> & Pick<TarHeader, 'name' | 'type'>): TarHeader => ({
-  mode: 0o644, uid: 0, gid: 0, uname: '', gname: '', size: 0, mtime: { sec: 1700000000, nsec: 0 }, linkname: '',
-  devmajor: 0, devminor: 0, xattrs: new Map(), pax: new Map(), ...h,
-});
 
 /** Everything GNU tar restores, per path: type, mode, ids, mtime (ns), device, content, link target, hardlink group, xattrs. */
 function snapshot(dir: string): Record<string, unknown> {

@@ -10,11 +10,9 @@ import { writeTar, type TarWriteEntry } from '../../src/archive/tar/tar-writer.j
 import { isStrataError } from '../../src/errors.js';
 import { TarSplitWriter, tarSplitStream } from '../../src/layer/tar-split.js';
 import { collect } from '../archive/apply-fixtures.js';
+import { hdr } from '../archive/tar-fixture.js';
 
-const header = (name: string, type: TarHeader['type'], size = 0, linkname = ''): TarHeader => ({
-  name, type, mode: type === 'directory' ? 0o755 : 0o644, uid: 0, gid: 0, uname: '', gname: '', size,
-  mtime: { sec: 1_700_000_000, nsec: 0 }, linkname, devmajor: 0, devminor: 0, xattrs: new Map(), pax: new Map(),
-});
+const header = (name: string, type: TarHeader['type'], size = 0, linkname = '') => hdr({ name, type, size, linkname, mode: type === 'directory' ? 0o755 : 0o644 });
 
 /** Small files around a big one and a long name: the framing mixes batched small bodies, a streamed body and PAX headers. */
 function entries(): TarWriteEntry[] {
